@@ -6,11 +6,14 @@
 pub mod config;
 pub mod identity;
 pub mod link;
+pub mod node;
 pub mod rand;
 pub mod time;
 pub mod topic;
+pub mod uplink;
 
 pub use config::Config;
 pub use identity::{Mac, NodeId};
+pub use node::{Action, Event, LinkId, Node};
 pub use time::{Duration, Instant};
 pub use topic::MsgType;

@@ -1,0 +1,160 @@
+//! Downstream messages and the built-in topics of `../shared/spec/compat.md`: info
+//! topics, `connect`, `fw`, `Ping`, `Restart`, broadcast and per-node delivery.
+
+use core::fmt::Write as _;
+
+use heapless::{String, Vec};
+
+use super::{Action, ChildState, Event, Level, LinkId, Node, State, CHILD_SLOTS};
+use crate::link::{Frame, MAX_PAYLOAD};
+use crate::time::Instant;
+use crate::topic::{self, Incoming, Info, MsgType, Topic};
+
+/// Payload of `info/available` while online.
+pub const ONLINE: &str = "online";
+/// Payload of `info/available` in the last will and on a child's behalf.
+pub const OFFLINE: &str = "offline";
+/// `info/reset_Reason` after a reconnection.
+pub const LOST_CONNECTION: &str = "lost_Connection";
+
+impl Node {
+    /// A message from the broker (root only): `topic` is under our in prefix.
+    pub fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        if self.state != State::Root {
+            return;
+        }
+        if payload.len() > MAX_PAYLOAD || topic.len() > topic::MAX_TOPIC_LEN {
+            self.counters.malformed += 1;
+            self.log(
+                Level::Warn,
+                format_args!(
+                    "broker message too large ({} bytes); dropped",
+                    payload.len()
+                ),
+            );
+            return;
+        }
+        self.on_downstream(now, topic, payload);
+    }
+
+    /// A message travelling down: act on it here, and pass it on to the children that
+    /// may need it.
+    pub(super) fn on_downstream(&mut self, _now: Instant, topic: &str, payload: &[u8]) {
+        let Some(incoming) = topic::parse_incoming(&self.config.in_prefix, topic) else {
+            self.log(Level::Debug, format_args!("ignoring message on {topic}"));
+            return;
+        };
+        let for_us_only = matches!(incoming, Incoming::Node { id, .. } if id == self.id.as_str());
+        if !for_us_only {
+            self.forward_down(topic, payload);
+        }
+        match incoming {
+            Incoming::Node { id, sub } if id == self.id.as_str() => self.on_command(sub, payload),
+            Incoming::Broadcast { sub } => self.on_command(sub, payload),
+            Incoming::Fw => self.publish_fw(),
+            Incoming::Node { .. } | Incoming::Ota { .. } => {}
+        }
+    }
+
+    fn forward_down(&mut self, topic: &str, payload: &[u8]) {
+        for slot in 0..CHILD_SLOTS {
+            if matches!(self.children[slot].state, ChildState::Joined { .. }) {
+                // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+                let link = LinkId::Child(slot as u8);
+                if self
+                    .send_frame(link, &Frame::Deliver { topic, payload })
+                    .is_ok()
+                {
+                    self.counters.relayed_down += 1;
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, sub: &str, payload: &[u8]) {
+        match sub {
+            "Ping" => {
+                let _ = self.publish("Ping", b"1", MsgType::None);
+            }
+            "Restart" => {
+                self.log(Level::Info, format_args!("restart requested"));
+                let _ = self.push_action(Action::Restart);
+            }
+            _ => {
+                let mut subtopic = Topic::new();
+                let mut data = Vec::new();
+                if subtopic.push_str(sub).is_err() || data.extend_from_slice(payload).is_err() {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                self.push_event(Event::Message {
+                    subtopic,
+                    payload: data,
+                });
+            }
+        }
+    }
+
+    /// `ChipID:00A1B2 FirmwareID:1337 v0.1 IP:10.1.1.2 mesh`
+    fn fw_line(&self) -> String<96> {
+        let mut s = String::new();
+        let ip = self.ip.unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
+        // Cannot overflow: 6 + 8 + 31 + 15 + fixed text < 96.
+        let _ = write!(
+            s,
+            "ChipID:{:06X} FirmwareID:{:04X} v{} IP:{}",
+            self.chip_id, self.config.firmware_id, self.config.firmware_version, ip
+        );
+        if self.state == State::Mesh {
+            let _ = s.push_str(" mesh");
+        }
+        s
+    }
+
+    fn publish_fw(&mut self) {
+        let line = self.fw_line();
+        let _ = self.publish("fw", line.as_bytes(), MsgType::None);
+    }
+
+    /// The retained `info/*` topics, and `connect` for nodes that joined through the mesh.
+    pub(super) fn publish_info(&mut self, _now: Instant) {
+        for info in Info::ALL {
+            let mut value: String<32> = String::new();
+            // Cannot overflow: the longest value is a MAC (17 bytes).
+            let _ = match info {
+                Info::Available => value.push_str(ONLINE).map_err(|_| core::fmt::Error),
+                Info::ResetReason if self.ever_online => value
+                    .push_str(LOST_CONNECTION)
+                    .map_err(|_| core::fmt::Error),
+                Info::ResetReason => value
+                    .push_str(&self.reset_reason)
+                    .map_err(|_| core::fmt::Error),
+                Info::Mac => write!(value, "{}", self.sta_mac),
+                Info::MacHostedAp => write!(value, "{}", self.ap_mac),
+                Info::IpLocal => write!(
+                    value,
+                    "{}",
+                    self.ip.unwrap_or(core::net::Ipv4Addr::UNSPECIFIED)
+                ),
+                Info::Rssi => write!(value, "{}", self.current.as_ref().map_or(0, |c| c.rssi)),
+                Info::ConnectedTo => match &self.current {
+                    Some(c) => write!(value, "{}", c.bssid),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = self.publish(info.subtopic(), value.as_bytes(), MsgType::RetainedQos1) {
+                self.log(
+                    Level::Warn,
+                    format_args!("cannot publish {}: {e}", info.subtopic()),
+                );
+            }
+        }
+        if self.state == State::Mesh {
+            let mut line: String<128> = String::new();
+            let _ = line.push_str("Connected ");
+            let _ = line.push_str(&self.fw_line());
+            let topic = topic::connect(&self.config.out_prefix);
+            let _ = self.send_up(&topic, line.as_bytes(), MsgType::None);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Our AP's side: child links, the join handshake as parent, and relaying upstream.
+
+use super::parent::frame_name;
+use super::{Action, ChildState, Level, LinkId, Node, CHILD_SLOTS};
+use crate::identity::NodeId;
+use crate::link::{self, Frame, JoinRequest, Reason};
+use crate::time::Instant;
+use crate::topic::{Info, MsgType};
+
+impl Node {
+    /// A station connected to our mesh port. Returns the link ID to use for it, or
+    /// `None` when the node cannot take it (AP closed, every slot busy): close it then.
+    pub fn handle_child_connected(&mut self, now: Instant) -> Option<LinkId> {
+        if !self.ap_open {
+            self.counters.rejected_joins += 1;
+            return None;
+        }
+        let Some(slot) = self
+            .children
+            .iter()
+            .position(|c| matches!(c.state, ChildState::Free))
+        else {
+            self.counters.rejected_joins += 1;
+            self.log(
+                Level::Warn,
+                format_args!("no free child slot; refusing connection"),
+            );
+            return None;
+        };
+        let child = &mut self.children[slot];
+        child.state = ChildState::Pending;
+        child.deframer.reset();
+        child.since = now;
+        child.last_rx = now;
+        child.last_tx = now;
+        // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+        Some(LinkId::Child(slot as u8))
+    }
+
+    pub(super) fn on_child_frame(&mut self, now: Instant, slot: u8, frame: Frame<'_>) {
+        let Some(child) = self.children.get_mut(usize::from(slot)) else {
+            return;
+        };
+        child.last_rx = now;
+        let joined = matches!(child.state, ChildState::Joined { .. });
+        match (joined, frame) {
+            (false, Frame::JoinRequest(req)) => self.on_join_request(now, slot, &req),
+            (
+                true,
+                Frame::Publish {
+                    msg_type,
+                    topic,
+                    payload,
+                    ..
+                },
+            ) => self.on_upstream(slot, msg_type, topic, payload),
+            (true, Frame::KeepAlive) => {
+                let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
+            }
+            (true, Frame::KeepAliveAck) => {}
+            (_, Frame::Leave { reason }) => {
+                self.log(Level::Info, format_args!("child {slot} left: {reason}"));
+                let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+                self.on_child_closed(now, slot);
+            }
+            (joined, frame) => {
+                self.counters.malformed += 1;
+                self.log(
+                    Level::Warn,
+                    format_args!(
+                        "child {slot} sent {} (joined: {joined}); closing",
+                        frame_name(&frame)
+                    ),
+                );
+                self.protocol_close(now, LinkId::Child(slot));
+            }
+        }
+    }
+
+    fn on_join_request(&mut self, now: Instant, slot: u8, req: &JoinRequest<'_>) {
+        let Ok(id) = NodeId::new(req.node_id) else {
+            self.reject(slot, Reason::Protocol);
+            return;
+        };
+        let joined = self.children().count();
+        let reason = if req.version != link::VERSION {
+            Some(Reason::Version)
+        } else if req.mesh_tag != self.mesh_key {
+            Some(Reason::WrongMesh)
+        } else if !self.connected() || !self.ap_open {
+            Some(Reason::NotReady)
+        } else if self.path.contains(&id) {
+            Some(Reason::Loop)
+        } else if self.path.len() + 1 + usize::from(req.subtree_height)
+            > usize::from(self.config.max_depth)
+        {
+            Some(Reason::TooDeep)
+        } else if joined >= usize::from(self.config.max_children) {
+            Some(Reason::Full)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.log(Level::Warn, format_args!("refusing join of {id}: {reason}"));
+            self.reject(slot, reason);
+            return;
+        }
+        // The same node joining again means its old link is dead but not yet noticed.
+        if let Some(old) = self
+            .children
+            .iter()
+            .position(|c| matches!(&c.state, ChildState::Joined { id: o } if *o == id))
+        {
+            self.children[old].state = ChildState::Free;
+            // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+            let _ = self.push_action(Action::CloseLink(LinkId::Child(old as u8)));
+        }
+        let path = self.path.clone();
+        if self
+            .send_frame(LinkId::Child(slot), &Frame::JoinAccept { path })
+            .is_err()
+        {
+            let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+            self.children[usize::from(slot)].state = ChildState::Free;
+            return;
+        }
+        self.log(
+            Level::Info,
+            format_args!(
+                "child {id} joined (slot {slot}, fw {:04X})",
+                req.firmware_id
+            ),
+        );
+        self.children[usize::from(slot)].state = ChildState::Joined { id };
+        let _ = now;
+    }
+
+    fn reject(&mut self, slot: u8, reason: Reason) {
+        self.counters.rejected_joins += 1;
+        let _ = self.send_frame(LinkId::Child(slot), &Frame::JoinReject { reason });
+        let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+        if let Some(child) = self.children.get_mut(usize::from(slot)) {
+            child.state = ChildState::Free;
+        }
+    }
+
+    /// A child's message towards the broker: only our mesh's topic space is relayed.
+    fn on_upstream(&mut self, slot: u8, msg_type: MsgType, topic: &str, payload: &[u8]) {
+        let allowed = topic.starts_with(self.config.out_prefix.as_str())
+            || topic.starts_with(self.config.in_prefix.as_str());
+        if !allowed || topic.contains(['+', '#']) {
+            self.counters.publish_rejected += 1;
+            self.log(
+                Level::Warn,
+                format_args!("child {slot}: refusing publish outside the mesh topics"),
+            );
+            return;
+        }
+        match self.send_up(topic, payload, msg_type) {
+            Ok(()) => self.counters.relayed_up += 1,
+            Err(e) => {
+                self.counters.publish_rejected += 1;
+                self.log(
+                    Level::Debug,
+                    format_args!("child {slot}: relay dropped: {e}"),
+                );
+            }
+        }
+    }
+
+    /// A child link is gone: publish `offline` for the child on its behalf.
+    pub(super) fn on_child_closed(&mut self, _now: Instant, slot: u8) {
+        let Some(child) = self.children.get_mut(usize::from(slot)) else {
+            return;
+        };
+        let state = core::mem::take(&mut child.state);
+        if let ChildState::Joined { id } = state {
+            self.log(Level::Info, format_args!("child {id} lost"));
+            if let Ok(topic) =
+                crate::topic::out_node(&self.config.out_prefix, &id, Info::Available.subtopic())
+            {
+                let _ = self.send_up(&topic, super::OFFLINE.as_bytes(), MsgType::RetainedQos1);
+            }
+        }
+    }
+
+    /// Stalled joins, keep-alives and silent children.
+    pub(super) fn check_children(&mut self, now: Instant) {
+        let timing = self.config.timing;
+        for slot in 0..CHILD_SLOTS {
+            // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+            let link = LinkId::Child(slot as u8);
+            let child = &mut self.children[slot];
+            match child.state {
+                ChildState::Free => {}
+                ChildState::Pending => {
+                    if now >= child.since + timing.connect_timeout {
+                        child.state = ChildState::Free;
+                        self.counters.rejected_joins += 1;
+                        self.log(Level::Warn, format_args!("{link:?}: join stalled; closing"));
+                        let _ = self.push_action(Action::CloseLink(link));
+                    }
+                }
+                ChildState::Joined { .. } => {
+                    if now >= child.last_rx + timing.link_timeout {
+                        self.log(Level::Warn, format_args!("{link:?}: silent; closing"));
+                        let _ = self.push_action(Action::CloseLink(link));
+                        self.on_child_closed(now, slot as u8);
+                    } else if now >= child.last_tx + timing.keepalive_interval {
+                        child.last_tx = now;
+                        let _ = self.send_frame(link, &Frame::KeepAlive);
+                    }
+                }
+            }
+        }
+    }
+}

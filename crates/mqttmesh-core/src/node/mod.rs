@@ -1,0 +1,763 @@
+//! The mesh node: one sans-IO state machine.
+//!
+//! A [`Node`] never reads a clock and never does I/O. The runtime (the tokio host, the
+//! virtual-time simulator, the chip firmware) feeds it events and the current time
+//! through `handle_*` calls and carries out what it asks through `poll_*` calls.
+//!
+//! # Run-loop contract
+//!
+//! After any `handle_*` call (or any application `publish*`), drain, in this order:
+//!
+//! 1. [`Node::poll_transmit`] until `None`: write each frame to its link (drop it if the
+//!    link is gone);
+//! 2. [`Node::poll_action`] until `None`: carry out each [`Action`];
+//! 3. [`Node::poll_event`] until `None`: hand each [`Event`] to the application;
+//! 4. [`Node::poll_log`] until `None` (optional): print each line.
+//!
+//! then sleep until [`Node::poll_timeout`] or the next input, and call
+//! [`Node::handle_timeout`] when the deadline passes. [`Node::handle_link_data`] may
+//! take fewer bytes than offered when its output queues are full: drain, then offer the
+//! rest again.
+//!
+//! # Life cycle
+//!
+//! scan → rank → associate with the best candidate → router: MQTT session; mesh
+//! parent: TCP link to its mesh port and the join handshake → online: open our own AP
+//! (only while the path to the broker is up) → accept up to `max_children` children,
+//! relay up and down → on uplink loss: close the AP and the child links, try the
+//! remaining ranked candidates, then rescan with backoff.
+
+mod builtins;
+mod children;
+mod parent;
+mod uplink;
+
+use core::fmt::Write as _;
+use core::net::Ipv4Addr;
+
+use heapless::{Deque, String, Vec};
+
+use crate::config::{Config, MAX_CHILDREN_LIMIT};
+use crate::identity::{self, Mac, NodeId};
+use crate::link::{self, Deframer, Frame, Path, MAX_FRAME, MAX_PAYLOAD};
+use crate::rand::Rand;
+use crate::time::Instant;
+use crate::topic::{self, MsgType, Topic};
+use crate::uplink::{Candidate, MAX_CANDIDATES};
+
+pub use builtins::{LOST_CONNECTION, OFFLINE, ONLINE};
+pub use uplink::{AssocError, State};
+
+/// Child link slots: `max_children` joined children plus one spare, so a surplus child
+/// can be told `Full` instead of being dropped silently.
+pub const CHILD_SLOTS: usize = MAX_CHILDREN_LIMIT as usize + 1;
+/// Capacity of the action and transmit queues.
+pub const QUEUE_LEN: usize = 32;
+/// Capacity of the application event queue.
+pub const EVENT_QUEUE_LEN: usize = 8;
+/// Capacity of the log queue.
+pub const LOG_QUEUE_LEN: usize = 16;
+/// Longest log line.
+pub const MAX_LOG_LEN: usize = 120;
+/// Free queue slots required before another inbound frame is processed.
+const HEADROOM: usize = CHILD_SLOTS + 4;
+
+/// One of the node's TCP links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkId {
+    /// The link to our mesh parent.
+    Parent,
+    /// A child's link, by slot.
+    Child(u8),
+}
+
+/// A message for the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    /// Full MQTT topic.
+    pub topic: Topic,
+    /// Payload.
+    pub payload: Vec<u8, MAX_PAYLOAD>,
+    /// QoS and retain.
+    pub msg_type: MsgType,
+}
+
+/// Something the node wants the runtime to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Scan for access points; answer with [`Node::handle_scan_done`].
+    Scan,
+    /// Associate the station interface; answer with [`Node::handle_associated`].
+    Associate {
+        /// BSSID to join.
+        bssid: Mac,
+        /// SSID to join (may be empty for a hidden AP: join by BSSID).
+        ssid: String<32>,
+        /// WPA2 passphrase (empty for an open network).
+        password: String<64>,
+        /// Channel.
+        channel: u8,
+    },
+    /// Leave the current association (closes the parent link or the MQTT session).
+    Disassociate,
+    /// Open the MQTT session to the configured broker; answer with
+    /// [`Node::handle_mqtt_connected`] or [`Node::handle_mqtt_disconnected`].
+    ConnectMqtt {
+        /// MQTT client ID.
+        client_id: String<40>,
+        /// Last-will topic (payload `offline`, retained, QoS 1).
+        will_topic: Topic,
+    },
+    /// Close the MQTT session.
+    DisconnectMqtt,
+    /// Subscribe (QoS 1).
+    Subscribe {
+        /// Topic filter.
+        filter: Topic,
+    },
+    /// Publish to the broker.
+    Publish(Publish),
+    /// Open a TCP link to the associated parent's mesh port; answer with
+    /// [`Node::handle_link_opened`] or [`Node::handle_link_closed`].
+    OpenParentLink,
+    /// Close a link (after writing what is queued for it).
+    CloseLink(LinkId),
+    /// Start our hidden AP and serve the mesh port; report children with
+    /// [`Node::handle_child_connected`].
+    OpenAp {
+        /// Hidden SSID.
+        ssid: String<32>,
+        /// Our AP MAC.
+        bssid: Mac,
+        /// Channel (that of our uplink).
+        channel: u8,
+        /// Stations the AP admits.
+        max_children: u8,
+        /// Our depth (announced in beacons).
+        depth: u8,
+    },
+    /// Stop our AP; every child link is closed.
+    CloseAp,
+    /// Restart the node (the runtime builds a new `Node`).
+    Restart,
+}
+
+/// Something for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message for this node: `(subtopic, payload)` as the original's callback.
+    Message {
+        /// Subtopic after `<in><ID>/` or `<in>broadcast/`.
+        subtopic: Topic,
+        /// Payload.
+        payload: Vec<u8, MAX_PAYLOAD>,
+    },
+    /// The path to the broker is up.
+    Connected,
+    /// The path to the broker is lost.
+    Disconnected,
+}
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Peer misbehaviour, lost links.
+    Warn,
+    /// State changes.
+    Info,
+    /// Details.
+    Debug,
+}
+
+/// A log line from the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// Severity.
+    pub level: Level,
+    /// Text.
+    pub text: String<MAX_LOG_LEN>,
+}
+
+/// Per-node counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames received on any link.
+    pub frames_in: u64,
+    /// Frames queued for any link.
+    pub frames_out: u64,
+    /// Frames or streams dropped as malformed or out of protocol.
+    pub malformed: u64,
+    /// Messages relayed from a child towards the broker.
+    pub relayed_up: u64,
+    /// Messages relayed from the broker towards children (per child).
+    pub relayed_down: u64,
+    /// Joins we refused as a parent.
+    pub rejected_joins: u64,
+    /// Parents we refused or that refused us.
+    pub refused_parents: u64,
+    /// Publications refused (bad topic, too large, not connected).
+    pub publish_rejected: u64,
+    /// Items dropped because a queue was full.
+    pub queue_dropped: u64,
+    /// Times the path to the broker came up.
+    pub connects: u64,
+    /// Times the path to the broker was lost.
+    pub disconnects: u64,
+}
+
+/// Why a publication was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// No path to the broker right now.
+    NotConnected,
+    /// Subtopic or topic invalid or too long.
+    BadTopic,
+    /// Payload larger than [`MAX_PAYLOAD`].
+    TooLarge,
+    /// The outgoing queue is full.
+    QueueFull,
+}
+
+impl core::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PublishError::NotConnected => "no path to the broker",
+            PublishError::BadTopic => "invalid or too long topic",
+            PublishError::TooLarge => "payload too large",
+            PublishError::QueueFull => "outgoing queue full",
+        })
+    }
+}
+
+impl core::error::Error for PublishError {}
+
+/// Where a node hangs in the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// Not connected.
+    None,
+    /// On the router, holding its own broker session.
+    Router {
+        /// Router BSSID.
+        bssid: Mac,
+    },
+    /// Below another node.
+    Node {
+        /// The parent's node ID.
+        id: NodeId,
+        /// The parent's AP MAC.
+        bssid: Mac,
+    },
+}
+
+#[derive(Debug)]
+struct Transmit {
+    link: LinkId,
+    frame: Vec<u8, MAX_FRAME>,
+}
+
+#[derive(Debug, Default)]
+enum ChildState {
+    #[default]
+    Free,
+    Pending,
+    Joined {
+        id: NodeId,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Child {
+    state: ChildState,
+    deframer: Deframer,
+    since: Instant,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ParentLink {
+    open: bool,
+    deframer: Deframer,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+/// A mesh node. See the module documentation for the run-loop contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    chip_id: u32,
+    id: NodeId,
+    mesh_key: u32,
+    ap_mac: Mac,
+    sta_mac: Mac,
+    rand: Rand,
+    reset_reason: String<32>,
+    ever_online: bool,
+
+    state: State,
+    deadline: Option<Instant>,
+    candidates: Vec<Candidate, MAX_CANDIDATES>,
+    cursor: usize,
+    current: Option<Candidate>,
+    ip: Option<Ipv4Addr>,
+    backoff: u8,
+    penalties: Vec<(Mac, Instant), MAX_CANDIDATES>,
+    path: Path,
+
+    parent: ParentLink,
+    children: [Child; CHILD_SLOTS],
+    ap_open: bool,
+
+    actions: Deque<Action, QUEUE_LEN>,
+    transmits: Deque<Transmit, QUEUE_LEN>,
+    events: Deque<Event, EVENT_QUEUE_LEN>,
+    logs: Deque<LogLine, LOG_QUEUE_LEN>,
+    counters: Counters,
+}
+
+impl Node {
+    /// A node for chip `chip_id` (low 24 bits), starting at `now`.
+    ///
+    /// `seed` feeds the node's jitter; `reset_reason` is published once on the first
+    /// connection (`info/reset_Reason`), e.g. `Power on` or `Restart`.
+    pub fn new(config: Config, chip_id: u32, seed: u64, reset_reason: &str, now: Instant) -> Node {
+        let chip_id = chip_id & 0x00FF_FFFF;
+        let mesh_key = identity::mesh_key(&config.mesh_password);
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| NodeId::from_chip_id(chip_id));
+        let mut reason = String::new();
+        for c in reset_reason.chars() {
+            if reason.push(c).is_err() {
+                break;
+            }
+        }
+        let mut node = Node {
+            ap_mac: identity::ap_mac(chip_id, mesh_key),
+            sta_mac: identity::station_mac(chip_id, mesh_key),
+            config,
+            chip_id,
+            id,
+            mesh_key,
+            rand: Rand::new(seed ^ u64::from(chip_id)),
+            reset_reason: reason,
+            ever_online: false,
+            state: State::Idle,
+            deadline: None,
+            candidates: Vec::new(),
+            cursor: 0,
+            current: None,
+            ip: None,
+            backoff: 0,
+            penalties: Vec::new(),
+            path: Vec::new(),
+            parent: ParentLink::default(),
+            children: Default::default(),
+            ap_open: false,
+            actions: Deque::new(),
+            transmits: Deque::new(),
+            events: Deque::new(),
+            logs: Deque::new(),
+            counters: Counters::default(),
+        };
+        // A little start-up jitter so a powered-on room of nodes does not scan in lockstep.
+        let jitter = crate::time::Duration::from_millis(node.rand.below(200));
+        node.deadline = Some(now + jitter);
+        node
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// Our node ID.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+    /// Our chip ID.
+    pub fn chip_id(&self) -> u32 {
+        self.chip_id
+    }
+    /// Our AP MAC (BSSID).
+    pub fn ap_mac(&self) -> Mac {
+        self.ap_mac
+    }
+    /// Our station MAC.
+    pub fn station_mac(&self) -> Mac {
+        self.sta_mac
+    }
+    /// The mesh key derived from the mesh password.
+    pub fn mesh_key(&self) -> u32 {
+        self.mesh_key
+    }
+    /// Whether the path to the broker is up (the original's `connected()`).
+    pub fn connected(&self) -> bool {
+        matches!(self.state, State::Root | State::Mesh)
+    }
+    /// Where we are in the life cycle.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// Our depth (root = 1) while connected.
+    pub fn depth(&self) -> Option<u8> {
+        if self.connected() {
+            u8::try_from(self.path.len()).ok()
+        } else {
+            None
+        }
+    }
+    /// Our path to the root (root first, us last) while connected.
+    pub fn path(&self) -> &[NodeId] {
+        if self.connected() {
+            &self.path
+        } else {
+            &[]
+        }
+    }
+    /// Our uplink.
+    pub fn parent(&self) -> Parent {
+        match (&self.state, &self.current) {
+            (State::Root, Some(c)) => Parent::Router { bssid: c.bssid },
+            (State::Mesh, Some(c)) => match self
+                .path
+                .len()
+                .checked_sub(2)
+                .and_then(|i| self.path.get(i))
+            {
+                Some(id) => Parent::Node {
+                    id: id.clone(),
+                    bssid: c.bssid,
+                },
+                None => Parent::None,
+            },
+            _ => Parent::None,
+        }
+    }
+    /// IDs of the joined children.
+    pub fn children(&self) -> impl Iterator<Item = &NodeId> {
+        self.children.iter().filter_map(|c| match &c.state {
+            ChildState::Joined { id } => Some(id),
+            _ => None,
+        })
+    }
+    /// Whether our AP is open.
+    pub fn ap_open(&self) -> bool {
+        self.ap_open
+    }
+    /// Our address from the current association.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.ip
+    }
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    // ---- application API -----------------------------------------------------------
+
+    /// Publishes `payload` on `<out><ID>/<subtopic>` (the original's `publish`).
+    pub fn publish(
+        &mut self,
+        subtopic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+    ) -> Result<(), PublishError> {
+        let topic = topic::out_node(&self.config.out_prefix, &self.id, subtopic)
+            .map_err(|_| PublishError::BadTopic)?;
+        self.publish_topic(&topic, payload, msg_type)
+    }
+
+    /// Publishes `payload` on `<in><node>/<subtopic>`: a message to another node, by way
+    /// of the broker (the original's `publish_node`).
+    pub fn publish_node(
+        &mut self,
+        node: &str,
+        subtopic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+    ) -> Result<(), PublishError> {
+        if NodeId::new(node).is_err() {
+            return Err(PublishError::BadTopic);
+        }
+        let topic = topic::in_node(&self.config.in_prefix, node, subtopic)
+            .map_err(|_| PublishError::BadTopic)?;
+        self.publish_topic(&topic, payload, msg_type)
+    }
+
+    /// Publishes on a full topic, through the broker session or the parent.
+    fn publish_topic(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+    ) -> Result<(), PublishError> {
+        let result = self.send_up(topic, payload, msg_type);
+        if result.is_err() {
+            self.counters.publish_rejected += 1;
+        }
+        result
+    }
+
+    /// Sends a message towards the broker: directly when root, through the parent when
+    /// in the mesh.
+    fn send_up(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+    ) -> Result<(), PublishError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(PublishError::TooLarge);
+        }
+        match self.state {
+            State::Root => {
+                let mut t = Topic::new();
+                t.push_str(topic).map_err(|_| PublishError::BadTopic)?;
+                let mut p = Vec::new();
+                p.extend_from_slice(payload)
+                    .map_err(|_| PublishError::TooLarge)?;
+                self.push_action(Action::Publish(Publish {
+                    topic: t,
+                    payload: p,
+                    msg_type,
+                }))
+                .map_err(|()| PublishError::QueueFull)
+            }
+            State::Mesh => self
+                .send_frame(
+                    LinkId::Parent,
+                    &Frame::Publish {
+                        id: 0,
+                        msg_type,
+                        topic,
+                        payload,
+                    },
+                )
+                .map_err(|()| PublishError::QueueFull),
+            _ => Err(PublishError::NotConnected),
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// The next frame to write: copies it into `buf` (at least [`MAX_FRAME`] bytes) and
+    /// returns its link and length.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(LinkId, usize)> {
+        let t = self.transmits.pop_front()?;
+        let len = t.frame.len();
+        match buf.get_mut(..len) {
+            Some(dst) => {
+                dst.copy_from_slice(&t.frame);
+                Some((t.link, len))
+            }
+            None => {
+                self.counters.queue_dropped += 1;
+                Some((t.link, 0))
+            }
+        }
+    }
+
+    /// The next action for the runtime.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next log line.
+    pub fn poll_log(&mut self) -> Option<LogLine> {
+        self.logs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.deadline;
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        let timing = self.config.timing;
+        if self.parent.open {
+            consider(self.parent.last_tx + timing.keepalive_interval);
+            consider(self.parent.last_rx + timing.link_timeout);
+        }
+        for child in &self.children {
+            match child.state {
+                ChildState::Free => {}
+                ChildState::Pending => consider(child.since + timing.connect_timeout),
+                ChildState::Joined { .. } => {
+                    consider(child.last_tx + timing.keepalive_interval);
+                    consider(child.last_rx + timing.link_timeout);
+                }
+            }
+        }
+        next
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// Time has reached [`Node::poll_timeout`] (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            self.on_uplink_timer(now);
+        }
+        self.check_parent_link(now);
+        self.check_children(now);
+    }
+
+    /// Bytes arrived on `link`. Returns how many were taken; when fewer than offered,
+    /// drain the polls and offer the rest again.
+    pub fn handle_link_data(&mut self, now: Instant, link: LinkId, data: &[u8]) -> usize {
+        let mut consumed = 0;
+        let mut body = [0u8; link::MAX_BODY];
+        loop {
+            let Some(deframer) = self.deframer(link) else {
+                return data.len();
+            };
+            if let Some(frame) = deframer.frame() {
+                let len = frame.len();
+                body[..len].copy_from_slice(frame);
+                deframer.consume();
+                self.counters.frames_in += 1;
+                self.on_frame_bytes(now, link, &body[..len]);
+                continue;
+            }
+            let rest = &data[consumed..];
+            if rest.is_empty() || !self.has_headroom() {
+                return consumed;
+            }
+            let Some(deframer) = self.deframer(link) else {
+                return data.len();
+            };
+            match deframer.feed(rest) {
+                Ok(n) => consumed += n,
+                Err(e) => {
+                    self.counters.malformed += 1;
+                    self.log(
+                        Level::Warn,
+                        format_args!("{link:?}: bad frame header ({e}); closing"),
+                    );
+                    self.protocol_close(now, link);
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    /// A link closed (by the peer, the network, or a failed connect).
+    pub fn handle_link_closed(&mut self, now: Instant, link: LinkId) {
+        match link {
+            LinkId::Parent => self.on_parent_closed(now),
+            LinkId::Child(slot) => self.on_child_closed(now, slot),
+        }
+    }
+
+    // ---- internals shared by the submodules ----------------------------------------
+
+    fn deframer(&mut self, link: LinkId) -> Option<&mut Deframer> {
+        match link {
+            LinkId::Parent if self.parent.open => Some(&mut self.parent.deframer),
+            LinkId::Parent => None,
+            LinkId::Child(slot) => self
+                .children
+                .get_mut(usize::from(slot))
+                .filter(|c| !matches!(c.state, ChildState::Free))
+                .map(|c| &mut c.deframer),
+        }
+    }
+
+    fn on_frame_bytes(&mut self, now: Instant, link: LinkId, body: &[u8]) {
+        match Frame::decode(body) {
+            Ok(frame) => match link {
+                LinkId::Parent => self.on_parent_frame(now, frame),
+                LinkId::Child(slot) => self.on_child_frame(now, slot, frame),
+            },
+            Err(e) => {
+                self.counters.malformed += 1;
+                self.log(
+                    Level::Warn,
+                    format_args!("{link:?}: malformed frame ({e}); closing"),
+                );
+                self.protocol_close(now, link);
+            }
+        }
+    }
+
+    /// Closes a link whose peer broke the protocol.
+    fn protocol_close(&mut self, now: Instant, link: LinkId) {
+        let _ = self.send_frame(
+            link,
+            &Frame::Leave {
+                reason: link::Reason::Protocol,
+            },
+        );
+        let _ = self.push_action(Action::CloseLink(link));
+        self.handle_link_closed(now, link);
+    }
+
+    fn has_headroom(&self) -> bool {
+        QUEUE_LEN - self.actions.len() >= HEADROOM && QUEUE_LEN - self.transmits.len() >= HEADROOM
+    }
+
+    /// Queues a frame for `link`. Fails (and counts) when the queue is full.
+    fn send_frame(&mut self, link: LinkId, frame: &Frame<'_>) -> Result<(), ()> {
+        let mut buf: Vec<u8, MAX_FRAME> = Vec::new();
+        // Cannot fail: MAX_FRAME is the vector's capacity.
+        let _ = buf.resize(MAX_FRAME, 0);
+        let len = match frame.encode(&mut buf) {
+            Ok(len) => len,
+            Err(e) => {
+                self.counters.queue_dropped += 1;
+                self.log(
+                    Level::Warn,
+                    format_args!("cannot encode frame for {link:?}: {e}"),
+                );
+                return Err(());
+            }
+        };
+        buf.truncate(len);
+        if self
+            .transmits
+            .push_back(Transmit { link, frame: buf })
+            .is_err()
+        {
+            self.counters.queue_dropped += 1;
+            return Err(());
+        }
+        self.counters.frames_out += 1;
+        Ok(())
+    }
+
+    fn push_action(&mut self, action: Action) -> Result<(), ()> {
+        self.actions.push_back(action).map_err(|_| {
+            self.counters.queue_dropped += 1;
+        })
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.is_full() {
+            self.events.pop_front();
+            self.counters.queue_dropped += 1;
+        }
+        let _ = self.events.push_back(event);
+    }
+
+    fn log(&mut self, level: Level, args: core::fmt::Arguments<'_>) {
+        let mut text = String::new();
+        // Truncation of an over-long line is fine.
+        let _ = text.write_fmt(args);
+        if self.logs.is_full() {
+            self.logs.pop_front();
+        }
+        let _ = self.logs.push_back(LogLine { level, text });
+    }
+}

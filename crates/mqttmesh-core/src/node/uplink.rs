@@ -1,0 +1,396 @@
+//! The uplink half of the node: scan, rank, associate, MQTT session or parent link and
+//! join handshake, going online, and losing the uplink.
+
+use core::net::Ipv4Addr;
+
+use heapless::String;
+
+use super::{Action, ChildState, Event, Level, LinkId, Node};
+use crate::link::{self, Frame, JoinRequest, Path};
+use crate::time::{Duration, Instant};
+use crate::topic;
+use crate::uplink::{self, Kind, ScanEntry};
+
+/// How long a parent that refused us, or failed, is kept out of the ranking.
+const PENALTY: Duration = Duration::from_secs(30);
+/// Largest backoff multiplier (2^3).
+const MAX_BACKOFF_SHIFT: u8 = 3;
+
+/// Where the node is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting before the next scan.
+    Idle,
+    /// A scan is running.
+    Scanning,
+    /// Associating with a candidate.
+    Associating,
+    /// On the router, opening the broker session.
+    MqttConnecting,
+    /// Online through our own broker session.
+    Root,
+    /// Associated with a parent's AP, opening the link.
+    LinkConnecting,
+    /// Link open, join request sent.
+    Joining,
+    /// Online through a parent.
+    Mesh,
+}
+
+/// Why an association failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AssocError {
+    /// The AP is gone or out of range.
+    NotFound,
+    /// Wrong passphrase.
+    AuthFailed,
+    /// The AP has no room for another station.
+    Full,
+    /// No answer in time.
+    Timeout,
+}
+
+impl core::fmt::Display for AssocError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            AssocError::NotFound => "access point not found",
+            AssocError::AuthFailed => "authentication failed",
+            AssocError::Full => "access point full",
+            AssocError::Timeout => "timed out",
+        })
+    }
+}
+
+impl core::error::Error for AssocError {}
+
+impl Node {
+    /// A scan finished with these access points.
+    pub fn handle_scan_done(&mut self, now: Instant, entries: &[ScanEntry]) {
+        if self.state != State::Scanning {
+            return;
+        }
+        self.penalties.retain(|(_, until)| *until > now);
+        let own = self.ap_mac;
+        let penalties = &self.penalties;
+        self.candidates = uplink::rank(&self.config, self.mesh_key, self.chip_id, entries, |b| {
+            *b == own || penalties.iter().any(|(p, _)| p == b)
+        });
+        self.cursor = 0;
+        let n = self.candidates.len();
+        self.log(
+            Level::Debug,
+            format_args!("scan: {} APs, {n} candidates", entries.len()),
+        );
+        self.try_next_candidate(now);
+    }
+
+    /// The association asked for by [`Action::Associate`] finished: our address, or why not.
+    ///
+    /// Results for any other BSSID than the one asked for last are stale and ignored.
+    pub fn handle_associated(
+        &mut self,
+        now: Instant,
+        bssid: crate::identity::Mac,
+        result: Result<Ipv4Addr, AssocError>,
+    ) {
+        if self.state != State::Associating {
+            return;
+        }
+        let Some(candidate) = self.current.clone() else {
+            return;
+        };
+        if candidate.bssid != bssid {
+            return;
+        }
+        match result {
+            Err(e) => {
+                self.log(
+                    Level::Info,
+                    format_args!("associate {} failed: {e}", candidate.bssid),
+                );
+                self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                self.fail_candidate(now);
+            }
+            Ok(ip) => {
+                self.ip = Some(ip);
+                self.deadline = Some(now + self.config.timing.connect_timeout);
+                match candidate.kind {
+                    Kind::Router { .. } => {
+                        self.state = State::MqttConnecting;
+                        let mut client_id = String::new();
+                        let _ = client_id.push_str("mqttmesh-");
+                        let _ = client_id.push_str(self.id.as_str());
+                        let will_topic = topic::out_node(
+                            &self.config.out_prefix,
+                            &self.id,
+                            topic::Info::Available.subtopic(),
+                        )
+                        .unwrap_or_default();
+                        let _ = self.push_action(Action::ConnectMqtt {
+                            client_id,
+                            will_topic,
+                        });
+                    }
+                    Kind::Mesh { .. } => {
+                        self.state = State::LinkConnecting;
+                        let _ = self.push_action(Action::OpenParentLink);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The broker session asked for by [`Action::ConnectMqtt`] is up.
+    pub fn handle_mqtt_connected(&mut self, now: Instant) {
+        if self.state != State::MqttConnecting {
+            return;
+        }
+        self.path.clear();
+        let _ = self.path.push(self.id.clone());
+        self.state = State::Root;
+        let _ = self.push_action(Action::Subscribe {
+            filter: topic::subscription(&self.config.in_prefix),
+        });
+        self.go_online(now);
+    }
+
+    /// The broker session failed to open or was lost.
+    pub fn handle_mqtt_disconnected(&mut self, now: Instant) {
+        match self.state {
+            State::MqttConnecting => {
+                self.log(Level::Info, format_args!("broker connection failed"));
+                self.fail_candidate(now);
+            }
+            State::Root => self.lose_uplink(now, "broker session lost"),
+            _ => {}
+        }
+    }
+
+    /// The link asked for by [`Action::OpenParentLink`] is open.
+    pub fn handle_link_opened(&mut self, now: Instant, link: LinkId) {
+        if link != LinkId::Parent || self.state != State::LinkConnecting {
+            return;
+        }
+        self.parent.open = true;
+        self.parent.deframer.reset();
+        self.parent.last_rx = now;
+        self.parent.last_tx = now;
+        self.state = State::Joining;
+        self.deadline = Some(now + self.config.timing.connect_timeout);
+        let id = self.id.clone();
+        let version = self.config.firmware_version.clone();
+        let request = Frame::JoinRequest(JoinRequest {
+            version: link::VERSION,
+            mesh_tag: self.mesh_key,
+            node_id: id.as_str(),
+            chip_id: self.chip_id,
+            firmware_id: self.config.firmware_id,
+            firmware_version: &version,
+            subtree_height: 0,
+        });
+        if self.send_frame(LinkId::Parent, &request).is_err() {
+            self.fail_candidate(now);
+        }
+    }
+
+    /// The parent accepted us; `path` is its path (root first, parent last).
+    pub(super) fn on_join_accept(&mut self, now: Instant, path: Path) {
+        let reason = if path.iter().any(|id| *id == self.id) {
+            Some(link::Reason::Loop)
+        } else if path.len() + 1 > usize::from(self.config.max_depth) {
+            Some(link::Reason::TooDeep)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.counters.refused_parents += 1;
+            self.log(Level::Warn, format_args!("refusing parent: {reason}"));
+            let _ = self.send_frame(LinkId::Parent, &Frame::Leave { reason });
+            if let Some(c) = &self.current {
+                let bssid = c.bssid;
+                self.penalize(now, bssid, PENALTY);
+            }
+            self.fail_candidate(now);
+            return;
+        }
+        self.path = path;
+        if self.path.push(self.id.clone()).is_err() {
+            // Unreachable: path.len() < max_depth <= MAX_PATH was checked above.
+            self.fail_candidate(now);
+            return;
+        }
+        self.state = State::Mesh;
+        self.go_online(now);
+    }
+
+    /// The parent refused us.
+    pub(super) fn on_join_reject(&mut self, now: Instant, reason: link::Reason) {
+        self.counters.refused_parents += 1;
+        self.log(Level::Info, format_args!("parent refused join: {reason}"));
+        if let Some(c) = &self.current {
+            let bssid = c.bssid;
+            self.penalize(now, bssid, PENALTY);
+        }
+        self.fail_candidate(now);
+    }
+
+    pub(super) fn on_uplink_timer(&mut self, now: Instant) {
+        match self.state {
+            State::Idle => self.start_scan(now),
+            State::Scanning => {
+                self.log(Level::Warn, format_args!("scan timed out"));
+                self.backoff_idle(now);
+            }
+            State::Associating | State::MqttConnecting | State::LinkConnecting | State::Joining => {
+                let state = self.state;
+                self.log(Level::Info, format_args!("{state:?} timed out"));
+                if let Some(c) = &self.current {
+                    let bssid = c.bssid;
+                    self.penalize(now, bssid, PENALTY.mul_div(1, 3));
+                }
+                self.fail_candidate(now);
+            }
+            State::Root | State::Mesh => {}
+        }
+    }
+
+    pub(super) fn on_parent_closed(&mut self, now: Instant) {
+        self.parent.open = false;
+        match self.state {
+            State::LinkConnecting | State::Joining => self.fail_candidate(now),
+            State::Mesh => self.lose_uplink(now, "parent link lost"),
+            _ => {}
+        }
+    }
+
+    fn start_scan(&mut self, now: Instant) {
+        self.state = State::Scanning;
+        self.deadline = Some(now + self.config.timing.scan_timeout);
+        let _ = self.push_action(Action::Scan);
+    }
+
+    fn try_next_candidate(&mut self, now: Instant) {
+        match self.candidates.get(self.cursor).cloned() {
+            Some(candidate) => {
+                self.cursor += 1;
+                let password = match candidate.kind {
+                    Kind::Router { network } => self
+                        .config
+                        .networks
+                        .get(usize::from(network))
+                        .map(|n| n.password.clone())
+                        .unwrap_or_default(),
+                    Kind::Mesh { .. } => self.config.mesh_password.clone(),
+                };
+                self.state = State::Associating;
+                self.deadline = Some(now + self.config.timing.associate_timeout);
+                let _ = self.push_action(Action::Associate {
+                    bssid: candidate.bssid,
+                    ssid: candidate.ssid.clone(),
+                    password,
+                    channel: candidate.channel,
+                });
+                self.current = Some(candidate);
+            }
+            None => {
+                self.current = None;
+                self.backoff_idle(now);
+            }
+        }
+    }
+
+    fn backoff_idle(&mut self, now: Instant) {
+        self.state = State::Idle;
+        let shift = self.backoff.min(MAX_BACKOFF_SHIFT);
+        self.backoff = self.backoff.saturating_add(1);
+        let base = self.config.timing.retry_backoff.mul_div(1 << shift, 1);
+        // Up to 25 % jitter so neighbours that lost the same parent spread out.
+        let jitter = Duration::from_millis(self.rand.below(base.millis() / 4 + 1));
+        self.deadline = Some(now + base + jitter);
+    }
+
+    /// Abandons the current candidate (whatever stage it reached) and tries the next.
+    fn fail_candidate(&mut self, now: Instant) {
+        match self.state {
+            State::MqttConnecting => {
+                let _ = self.push_action(Action::DisconnectMqtt);
+            }
+            State::LinkConnecting | State::Joining => self.close_parent_link(),
+            _ => {}
+        }
+        // Also after an association that timed out: it may still complete late.
+        self.ip = None;
+        let _ = self.push_action(Action::Disassociate);
+        self.try_next_candidate(now);
+    }
+
+    fn close_parent_link(&mut self) {
+        if self.parent.open {
+            self.parent.open = false;
+            let _ = self.push_action(Action::CloseLink(LinkId::Parent));
+        }
+    }
+
+    fn go_online(&mut self, now: Instant) {
+        self.deadline = None;
+        self.backoff = 0;
+        self.counters.connects += 1;
+        let depth = self.path.len();
+        self.log(Level::Info, format_args!("online at depth {depth}"));
+        self.publish_info(now);
+        self.ever_online = true;
+        self.push_event(Event::Connected);
+        if depth < usize::from(self.config.max_depth) {
+            let ssid = crate::identity::mesh_ssid(&self.config.mesh_ssid_base, &self.ap_mac);
+            let channel = self.current.as_ref().map_or(1, |c| c.channel);
+            let _ = self.push_action(Action::OpenAp {
+                ssid,
+                bssid: self.ap_mac,
+                channel,
+                max_children: self.config.max_children,
+                depth: u8::try_from(depth).unwrap_or(u8::MAX),
+            });
+            self.ap_open = true;
+        }
+    }
+
+    /// The path to the broker is gone: close the AP (so the subtree re-forms
+    /// elsewhere), drop the children, and try the remaining candidates.
+    pub(super) fn lose_uplink(&mut self, now: Instant, why: &str) {
+        self.log(
+            Level::Warn,
+            format_args!("{why}; closing AP and re-joining"),
+        );
+        self.counters.disconnects += 1;
+        self.push_event(Event::Disconnected);
+        if self.ap_open {
+            self.ap_open = false;
+            let _ = self.push_action(Action::CloseAp);
+        }
+        for child in &mut self.children {
+            child.state = ChildState::Free;
+        }
+        match self.state {
+            State::Root => {
+                let _ = self.push_action(Action::DisconnectMqtt);
+            }
+            State::Mesh => self.close_parent_link(),
+            _ => {}
+        }
+        let _ = self.push_action(Action::Disassociate);
+        self.ip = None;
+        self.path.clear();
+        self.state = State::Associating;
+        self.try_next_candidate(now);
+    }
+
+    fn penalize(&mut self, now: Instant, bssid: crate::identity::Mac, for_: Duration) {
+        self.penalties
+            .retain(|(b, until)| *until > now && *b != bssid);
+        if self.penalties.is_full() {
+            self.penalties.remove(0);
+        }
+        let _ = self.penalties.push((bssid, now + for_));
+    }
+}

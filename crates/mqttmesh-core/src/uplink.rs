@@ -1,0 +1,158 @@
+//! Uplink ranking: which network or mesh parent to try first.
+//!
+//! Implements `../shared/spec/compat.md` "Choosing an uplink": configured router
+//! networks come first when their RSSI is at least -77 dBm or better than the mesh
+//! candidate they are compared with; genuine nodes of this mesh (hidden SSID, keyed
+//! BSSID) are ranked by RSSI. On top of the original:
+//!
+//! - a parent's depth, when known (a beacon hint, or learned from an earlier join
+//!   reply), costs [`DEPTH_PENALTY_DB`] per level, so a shallower parent wins at
+//!   similar RSSI, and a parent at the maximum depth is not a candidate at all;
+//! - candidates that recently refused us (full, loop, too deep) or failed are kept
+//!   out for a while by the node's penalty list (see `node`).
+
+use heapless::{String, Vec};
+
+use crate::config::Config;
+use crate::identity::{mesh_chip_id, Mac};
+
+/// Routers at or above this RSSI always come before mesh parents.
+pub const ROUTER_RSSI_FLOOR: i8 = -77;
+/// Ranking cost of one level of parent depth, in dB.
+pub const DEPTH_PENALTY_DB: i16 = 6;
+/// Most candidates kept from one scan.
+pub const MAX_CANDIDATES: usize = 16;
+/// Most scan entries considered.
+pub const MAX_SCAN: usize = 64;
+
+/// One access point a scan saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanEntry {
+    /// BSSID.
+    pub bssid: Mac,
+    /// SSID (empty when hidden).
+    pub ssid: String<32>,
+    /// Received signal strength, dBm.
+    pub rssi: i8,
+    /// Channel.
+    pub channel: u8,
+    /// The AP hides its SSID.
+    pub hidden: bool,
+    /// Depth the AP's node announces (a vendor element in its beacon), if any.
+    pub depth: Option<u8>,
+}
+
+/// What a candidate is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A configured router network (index into `Config::networks`).
+    Router {
+        /// Index of the network in the configuration.
+        network: u8,
+    },
+    /// A node of this mesh.
+    Mesh {
+        /// Its chip ID, recovered from the keyed BSSID.
+        chip_id: u32,
+        /// Its depth, if known.
+        depth: Option<u8>,
+    },
+}
+
+/// A ranked uplink candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// BSSID to associate with.
+    pub bssid: Mac,
+    /// SSID to associate with.
+    pub ssid: String<32>,
+    /// RSSI at scan time, dBm.
+    pub rssi: i8,
+    /// Channel.
+    pub channel: u8,
+    /// Router or mesh parent.
+    pub kind: Kind,
+}
+
+impl Candidate {
+    /// Sort key: lower is better.
+    fn key(&self) -> (u8, i16) {
+        match self.kind {
+            Kind::Router { .. } if self.rssi >= ROUTER_RSSI_FLOOR => (0, -i16::from(self.rssi)),
+            Kind::Router { .. } => (1, -i16::from(self.rssi)),
+            Kind::Mesh { depth, .. } => {
+                let cost = i16::from(depth.unwrap_or(1).saturating_sub(1)) * DEPTH_PENALTY_DB;
+                (1, -i16::from(self.rssi) + cost)
+            }
+        }
+    }
+}
+
+/// Ranks `scan` for a node with chip ID `own_chip_id` in the mesh with key `mesh_key`.
+///
+/// `excluded` is asked for every BSSID; candidates for which it returns `true` (recent
+/// refusals, our own AP) are left out. Mesh candidates whose known depth is already
+/// `config.max_depth` are left out. Ties keep scan order, so the result is deterministic.
+pub fn rank(
+    config: &Config,
+    mesh_key: u32,
+    own_chip_id: u32,
+    scan: &[ScanEntry],
+    mut excluded: impl FnMut(&Mac) -> bool,
+) -> Vec<Candidate, MAX_CANDIDATES> {
+    let mut out: Vec<Candidate, MAX_CANDIDATES> = Vec::new();
+    for entry in scan.iter().take(MAX_SCAN) {
+        if excluded(&entry.bssid) {
+            continue;
+        }
+        let kind = if let Some(network) = match_router(config, entry) {
+            Kind::Router { network }
+        } else if let Some(chip_id) = mesh_chip_id(&entry.bssid, mesh_key) {
+            if chip_id == own_chip_id & 0x00FF_FFFF
+                || entry.depth.is_some_and(|d| d >= config.max_depth)
+            {
+                continue;
+            }
+            Kind::Mesh {
+                chip_id,
+                depth: entry.depth,
+            }
+        } else {
+            continue;
+        };
+        let candidate = Candidate {
+            bssid: entry.bssid,
+            ssid: entry.ssid.clone(),
+            rssi: entry.rssi,
+            channel: entry.channel,
+            kind,
+        };
+        insert_ranked(&mut out, candidate);
+    }
+    out
+}
+
+/// Inserts keeping `out` sorted by key (stable); drops the worst when full.
+fn insert_ranked(out: &mut Vec<Candidate, MAX_CANDIDATES>, candidate: Candidate) {
+    let key = candidate.key();
+    let pos = out.iter().position(|c| c.key() > key).unwrap_or(out.len());
+    if out.is_full() {
+        if pos == out.len() {
+            return;
+        }
+        out.pop();
+    }
+    // Cannot fail: there is room (checked above) and `pos <= out.len()`.
+    let _ = out.insert(pos, candidate);
+}
+
+fn match_router(config: &Config, entry: &ScanEntry) -> Option<u8> {
+    config
+        .networks
+        .iter()
+        .position(|n| match n.bssid {
+            Some(bssid) => bssid == entry.bssid,
+            None => !n.hidden && !entry.ssid.is_empty() && n.ssid == entry.ssid,
+        })
+        .and_then(|i| u8::try_from(i).ok())
+}

@@ -161,6 +161,13 @@ impl Config {
             errors: Vec::new(),
         }
     }
+
+    /// Checks every rule [`Builder::build`] checks (except string capacity, which the
+    /// field types already enforce); for a `Config` assembled or edited by hand, since
+    /// its fields are public.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate(self)
+    }
 }
 
 /// A default that is known to fit its field.

@@ -334,6 +334,19 @@ fn timing_durations_are_non_zero_and_keepalive_below_link_timeout() {
 }
 
 #[test]
+fn validate_catches_hand_edited_configs() {
+    let mut c = base().build().unwrap();
+    assert_eq!(c.validate(), Ok(()));
+    c.networks[0].hidden = true;
+    c.networks[0].ssid.clear();
+    assert_eq!(c.validate().unwrap_err().field, Field::NetworkBssid(0));
+    c.networks[0].bssid = Some(bssid());
+    assert_eq!(c.validate(), Ok(()));
+    c.broker_port = 0;
+    assert_eq!(c.validate().unwrap_err().field, Field::BrokerPort);
+}
+
+#[test]
 fn first_problem_is_reported() {
     let err = base().max_children(0).mesh_port(0).build().unwrap_err();
     assert_eq!(err.field, Field::MeshPort);

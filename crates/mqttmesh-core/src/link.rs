@@ -7,6 +7,12 @@
 //!
 //! No-panic contract: [`Frame::decode`] and [`Deframer::feed`] accept any byte sequence
 //! and either return a frame or an error; they never panic and never read out of bounds.
+//! The encoding is canonical and [`Frame::encode`] applies the decoder's field checks, so
+//! a frame that encodes also decodes, to itself.
+//!
+//! Error policy (the caller's side, `docs/PROTOCOL.md` "Errors"): any [`DecodeError`] is
+//! fatal to the link. Count it, log it at debug level, send `Leave { Protocol }` and
+//! close; after a bad header the stream cannot be resynchronised anyway.
 
 use core::fmt;
 
@@ -386,9 +392,10 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), DecodeError> {
-        match self.rest.is_empty() {
-            true => Ok(()),
-            false => Err(DecodeError::TrailingBytes),
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
         }
     }
 }
@@ -629,12 +636,21 @@ impl<'a> Frame<'a> {
 ///
 /// Feed it what the socket gave; when [`frame`](Self::frame) returns a body, decode it,
 /// then [`consume`](Self::consume) it and feed the rest.
-#[derive(Debug)]
 pub struct Deframer {
     /// Header then body of the frame being read.
     buf: [u8; MAX_FRAME],
     /// Bytes of `buf` filled; never more than `MAX_FRAME`.
     len: usize,
+}
+
+impl fmt::Debug for Deframer {
+    // The buffer itself is noise in a log line; its fill level is what matters.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deframer")
+            .field("buffered", &self.len)
+            .field("wanted", &self.wanted())
+            .finish()
+    }
 }
 
 impl Default for Deframer {
@@ -694,9 +710,10 @@ impl Deframer {
     /// The body of the buffered frame, once complete.
     pub fn frame(&self) -> Option<&[u8]> {
         let wanted = self.wanted().ok()?;
-        match self.len == wanted && wanted > HEADER_LEN {
-            true => self.buf.get(HEADER_LEN..wanted),
-            false => None,
+        if self.len == wanted && wanted > HEADER_LEN {
+            self.buf.get(HEADER_LEN..wanted)
+        } else {
+            None
         }
     }
 

@@ -1,1 +1,6 @@
-//! Host runtime (placeholder).
+//! Host runtime for mqttmesh (std + tokio): drives core nodes over real TCP on
+//! loopback, and provides the test brokers (an embedded rumqttd and a managed
+//! Mosquitto process).
+
+pub mod broker;
+pub mod mosquitto;

@@ -206,15 +206,16 @@ fn config(port: u16, log_path: &Path, extra_config_lines: &str) -> String {
 
 /// The `mosquitto` binary on PATH, else the Debian location.
 fn binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
+    find_binary(std::env::var_os("PATH"), Path::new(SBIN_MOSQUITTO))
+}
+
+fn find_binary(path: Option<std::ffi::OsString>, fallback: &Path) -> Option<PathBuf> {
+    let on_path = path.and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("mosquitto"))
             .find(|candidate| candidate.is_file())
     });
-    on_path.or_else(|| {
-        let sbin = PathBuf::from(SBIN_MOSQUITTO);
-        sbin.is_file().then_some(sbin)
-    })
+    on_path.or_else(|| fallback.is_file().then(|| fallback.to_path_buf()))
 }
 
 /// A new empty dir under the system temp dir, unique per process and call.
@@ -243,6 +244,16 @@ mod tests {
         assert_eq!(listeners, ["listener 4321 127.0.0.1"]);
         assert!(text.contains("log_dest file /tmp/x.log\n"));
         assert!(text.ends_with("max_keepalive 60\n"));
+    }
+
+    #[test]
+    fn missing_binary_is_reported_with_the_install_command() {
+        let empty = unique_temp_dir().unwrap();
+        let found = find_binary(Some(empty.clone().into()), &empty.join("mosquitto"));
+        fs::remove_dir_all(&empty).unwrap();
+        assert_eq!(found, None);
+        let message = BrokerError::NotInstalled.to_string();
+        assert!(message.contains("apt-get install mosquitto"), "{message}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use mqttmesh_host::broker::EmbeddedBroker;
+use mqttmesh_host::broker::{BrokerError, EmbeddedBroker};
 use mqttmesh_host::mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -17,6 +17,8 @@ use tokio::time::timeout;
 
 /// Upper bound for any single expected event; generous for a loaded CI box.
 const DEADLINE: Duration = Duration::from_secs(10);
+/// Client packet size limit: room for a 256 KiB OTA chunk plus headers.
+const MAX_PACKET: usize = 512 * 1024;
 
 fn embedded() -> EmbeddedBroker {
     EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -65,6 +67,8 @@ impl Client {
     async fn connect(port: u16, id: &str, will: Option<LastWill>) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        // rumqttc's default limit is 10 KiB each way.
+        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         if let Some(will) = will {
             options.set_last_will(will);
         }
@@ -170,6 +174,12 @@ async fn qos1_publish_reaches_wildcard_subscriber(port: u16) {
     assert_eq!(&got.payload[..], b"hello");
     assert_eq!(got.qos, QoS::AtLeastOnce);
     assert!(!got.retain, "a live message is not flagged retained");
+
+    // OTA images travel in chunks of up to 256 KiB.
+    let big = vec![0xa5; 256 * 1024];
+    publisher.publish("t/big", &big, false).await;
+    let got = sub.expect_publish("t/big").await;
+    assert!(got.payload[..] == big[..], "256 KiB payload arrives intact");
 }
 
 async fn retained_message_reaches_later_subscriber(port: u16) {
@@ -206,6 +216,16 @@ async fn embedded_retained_message_reaches_later_subscriber() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_last_will_fires_when_connection_drops() {
     last_will_fires_when_connection_drops(embedded().port()).await;
+}
+
+#[test]
+fn embedded_broker_reports_a_taken_port() {
+    let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
+    let addr = taken.local_addr().expect("local addr");
+    match EmbeddedBroker::start(addr) {
+        Err(BrokerError::Exited { port, .. }) => assert_eq!(port, addr.port()),
+        other => panic!("expected Exited for a taken port, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,4 +267,105 @@ async fn mosquitto_accepts_new_connections_after_restart_on_same_port() {
     let got = after.expect_publish("t/after").await;
     assert_eq!(&got.payload[..], b"up");
     drop(before);
+}
+
+#[test]
+fn mosquitto_restart_reports_a_taken_port_then_recovers() {
+    let mut broker = mosquitto();
+    broker.stop();
+    let squatter = std::net::TcpListener::bind(broker.addr()).expect("port is free after stop");
+    match broker.restart() {
+        Err(BrokerError::Exited { port, log }) => {
+            assert_eq!(port, broker.port());
+            assert!(log.contains("Address already in use"), "log:\n{log}");
+        }
+        other => panic!("expected Exited while the port is taken, got {other:?}"),
+    }
+    drop(squatter);
+    broker
+        .restart()
+        .unwrap_or_else(|e| panic!("restart after the port was freed: {e}"));
+    assert!(broker.is_running());
+}
+
+/// Connects `idle` clients, then `publishers` more that each publish `count`
+/// QoS 1 messages at `rate_hz`; a QoS 0 monitor on `load/#` must see them all.
+async fn many_clients_publish_without_throttling(
+    port: u16,
+    idle: usize,
+    publishers: usize,
+    rate_hz: u64,
+    count: usize,
+) {
+    let started = std::time::Instant::now();
+    let mut monitor = Client::connect(port, "load-monitor", None).await;
+    monitor
+        .client
+        .subscribe("load/#", QoS::AtMostOnce)
+        .await
+        .expect("request channel open");
+    monitor
+        .expect("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+        .await;
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..idle + publishers {
+        connecting.spawn(async move { Client::connect(port, &format!("load-{i}"), None).await });
+    }
+    let mut clients = Vec::new();
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client.expect("connect task"));
+    }
+    eprintln!(
+        "{} clients connected in {:?}",
+        clients.len(),
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    for (i, client) in clients.iter().take(publishers).enumerate() {
+        let client = client.client.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate_hz));
+            for n in 0..count {
+                tick.tick().await;
+                let payload = format!("{i}:{n}:{}", "x".repeat(48));
+                client
+                    .publish(format!("load/{i}"), QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("request channel open");
+            }
+        });
+    }
+    let total = publishers * count;
+    let mut seen = 0;
+    let received = timeout(
+        DEADLINE + Duration::from_secs(count as u64 / rate_hz),
+        async {
+            while seen < total {
+                match monitor.incoming.recv().await {
+                    Some(Packet::Publish(_)) => seen += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        received.is_ok() && seen == total,
+        "monitor saw {seen} of {total} messages"
+    );
+    eprintln!("{total} messages delivered in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load check: cargo test -p mqttmesh-host --test brokers -- --ignored"]
+async fn embedded_serves_2000_clients_and_300_publishers_at_10hz() {
+    many_clients_publish_without_throttling(embedded().port(), 1700, 300, 10, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load check: cargo test -p mqttmesh-host --test brokers -- --ignored"]
+async fn mosquitto_serves_2000_clients_and_300_publishers_at_10hz() {
+    let broker = mosquitto();
+    many_clients_publish_without_throttling(broker.port(), 1700, 300, 10, 50).await;
 }

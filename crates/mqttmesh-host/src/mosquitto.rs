@@ -44,9 +44,8 @@ impl Mosquitto {
     }
 
     /// Starts Mosquitto with `extra_config_lines` appended to the generated
-    /// config (e.g. TLS or password options for an extra listener). Paths in
-    /// them may point into [`Mosquitto::dir`] only if written before this call,
-    /// so prefer the caller's own temp files.
+    /// config (e.g. TLS or password options for an extra listener). Files they
+    /// name (certificates, password files) must exist before the call.
     pub fn start_with(extra_config_lines: &str) -> Result<Mosquitto, BrokerError> {
         let binary = binary().ok_or(BrokerError::NotInstalled)?;
         let dir = unique_temp_dir().map_err(BrokerError::Config)?;
@@ -66,8 +65,8 @@ impl Mosquitto {
             .map_err(BrokerError::Config)?;
             match mosquitto.spawn_and_wait() {
                 Ok(()) => return Ok(mosquitto),
-                // Most likely lost the race for the port: pick another.
-                Err(e @ BrokerError::Exited { .. }) => last = Some(e),
+                // Lost the race for the port to another process: pick another.
+                Err(e) if port_taken(&e) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -178,6 +177,10 @@ impl Drop for Mosquitto {
         // Best effort: a leftover temp dir is harmless.
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+fn port_taken(error: &BrokerError) -> bool {
+    matches!(error, BrokerError::Exited { log, .. } if log.contains("Address already in use"))
 }
 
 /// The generated config: one plain listener on loopback, anonymous access, no

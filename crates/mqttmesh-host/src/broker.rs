@@ -9,8 +9,8 @@
 //! rumqttd 0.20 has no shutdown API: [`rumqttd::Broker::start`] blocks forever
 //! and its router and server threads hold the listening socket. The broker thread
 //! therefore lives until the process exits; dropping [`EmbeddedBroker`] only
-//! detaches it. Use one broker per test process (nextest runs each test in its
-//! own process) or start a fresh one per test; for stop/restart fault tests use
+//! detaches it. A broker per test is still cheap (two idle threads once its
+//! clients are gone); for stop/restart fault tests use
 //! [`crate::mosquitto::Mosquitto`].
 //!
 //! # What rumqttd 0.20 does, and what it does not
@@ -26,17 +26,22 @@
 //!   QoS 1/2 (the hard-coded per-connection outgoing inflight, `MAX_INFLIGHT`),
 //!   [`MAX_OUTGOING_PACKET_COUNT`] for QoS 0. Subscribe with QoS 0 when many
 //!   retained topics must be seen at once.
-//! - A client id containing `+`, `$`, `#` or `/` is rejected by the router
-//!   without a CONNACK, so such a client just times out. A keep-alive of 0 is
-//!   refused. A connection over [`MAX_CONNECTIONS`] also gets no CONNACK.
+//! - A client id containing `+`, `$`, `#` or `/` is refused by closing the
+//!   connection without a CONNACK (rumqttc reports `ConnectionAborted`); so is
+//!   a connection over [`MAX_CONNECTIONS`] and a keep-alive of 0.
 //! - Messages are kept per subscription filter in an in-memory commit log of at
-//!   most [`MAX_SEGMENT_COUNT`] × [`MAX_SEGMENT_SIZE`] bytes; a subscriber that
-//!   lags further behind than that skips the oldest messages. Publishes to a
-//!   topic nobody subscribes to are not stored.
+//!   most [`MAX_SEGMENT_COUNT`] × [`MAX_SEGMENT_SIZE`] bytes, which a busy
+//!   filter fills and keeps; a subscriber that lags further behind than that
+//!   skips the oldest messages. Publishes to a topic nobody subscribes to are
+//!   not stored (unless retained).
 //! - All client connections are served by one current-thread tokio runtime on
-//!   one thread, and routing is done by one more thread.
+//!   one thread, and routing is done by one more thread. Each CONNECT blocks
+//!   that server thread until the router acknowledges it, so connecting is
+//!   serial (about 2000 clients in 5 s on a 2-core box, where Mosquitto takes
+//!   1.2 s); steady traffic of 300 clients at 10 msg/s is not throttled.
 //! - It logs through `tracing`; nothing is printed unless the process installs
-//!   a subscriber, in which case filter it with `rumqttd=warn`.
+//!   a subscriber. It logs ordinary disconnects at error level, so filter it
+//!   out (`rumqttd=off`) rather than down to warnings.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -129,6 +134,7 @@ impl EmbeddedBroker {
         let mut last = None;
         for _ in 0..BIND_ATTEMPTS {
             let port = free_port(bind.ip()).map_err(BrokerError::Bind)?;
+            // A failed attempt leaves its idle rumqttd router thread behind.
             match Self::start_on(SocketAddr::new(bind.ip(), port)) {
                 Err(e @ BrokerError::Exited { .. }) => last = Some(e),
                 other => return other,

@@ -44,9 +44,8 @@ impl Mosquitto {
     }
 
     /// Starts Mosquitto with `extra_config_lines` appended to the generated
-    /// config (e.g. TLS or password options for an extra listener). Paths in
-    /// them may point into [`Mosquitto::dir`] only if written before this call,
-    /// so prefer the caller's own temp files.
+    /// config (e.g. TLS or password options for an extra listener). Files they
+    /// name (certificates, password files) must exist before the call.
     pub fn start_with(extra_config_lines: &str) -> Result<Mosquitto, BrokerError> {
         let binary = binary().ok_or(BrokerError::NotInstalled)?;
         let dir = unique_temp_dir().map_err(BrokerError::Config)?;
@@ -66,8 +65,8 @@ impl Mosquitto {
             .map_err(BrokerError::Config)?;
             match mosquitto.spawn_and_wait() {
                 Ok(()) => return Ok(mosquitto),
-                // Most likely lost the race for the port: pick another.
-                Err(e @ BrokerError::Exited { .. }) => last = Some(e),
+                // Lost the race for the port to another process: pick another.
+                Err(e) if port_taken(&e) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -180,6 +179,10 @@ impl Drop for Mosquitto {
     }
 }
 
+fn port_taken(error: &BrokerError) -> bool {
+    matches!(error, BrokerError::Exited { log, .. } if log.contains("Address already in use"))
+}
+
 /// The generated config: one plain listener on loopback, anonymous access, no
 /// persistence, a deep per-client queue, log to a file in the temp dir.
 fn config(port: u16, log_path: &Path, extra_config_lines: &str) -> String {
@@ -206,15 +209,16 @@ fn config(port: u16, log_path: &Path, extra_config_lines: &str) -> String {
 
 /// The `mosquitto` binary on PATH, else the Debian location.
 fn binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
+    find_binary(std::env::var_os("PATH"), Path::new(SBIN_MOSQUITTO))
+}
+
+fn find_binary(path: Option<std::ffi::OsString>, fallback: &Path) -> Option<PathBuf> {
+    let on_path = path.and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("mosquitto"))
             .find(|candidate| candidate.is_file())
     });
-    on_path.or_else(|| {
-        let sbin = PathBuf::from(SBIN_MOSQUITTO);
-        sbin.is_file().then_some(sbin)
-    })
+    on_path.or_else(|| fallback.is_file().then(|| fallback.to_path_buf()))
 }
 
 /// A new empty dir under the system temp dir, unique per process and call.
@@ -243,6 +247,16 @@ mod tests {
         assert_eq!(listeners, ["listener 4321 127.0.0.1"]);
         assert!(text.contains("log_dest file /tmp/x.log\n"));
         assert!(text.ends_with("max_keepalive 60\n"));
+    }
+
+    #[test]
+    fn missing_binary_is_reported_with_the_install_command() {
+        let empty = unique_temp_dir().unwrap();
+        let found = find_binary(Some(empty.clone().into()), &empty.join("mosquitto"));
+        fs::remove_dir_all(&empty).unwrap();
+        assert_eq!(found, None);
+        let message = BrokerError::NotInstalled.to_string();
+        assert!(message.contains("apt-get install mosquitto"), "{message}");
     }
 
     #[test]

@@ -52,8 +52,12 @@ pub struct NodeFlags {
 impl NodeFlags {
     /// A validated node configuration for `broker`, with `timing`.
     pub fn config(&self, broker_host: &str, broker_port: u16, timing: Timing) -> Result<Config> {
-        let fw = mqttmesh_core::topic::parse_firmware_id(&self.firmware_id)
-            .ok_or_else(|| anyhow!("--firmware-id {:?} is not a hex number (e.g. 1337 or 0x1337)", self.firmware_id))?;
+        let fw = mqttmesh_core::topic::parse_firmware_id(&self.firmware_id).ok_or_else(|| {
+            anyhow!(
+                "--firmware-id {:?} is not a hex number (e.g. 1337 or 0x1337)",
+                self.firmware_id
+            )
+        })?;
         let mut b = Config::builder()
             .firmware(fw, &self.firmware_version)
             .network(&self.router_ssid, &self.router_password)
@@ -69,7 +73,8 @@ impl NodeFlags {
         if let Some(user) = &self.mqtt_username {
             b = b.mqtt_credentials(user, self.mqtt_password.as_deref().unwrap_or(""));
         }
-        b.build().map_err(|e| anyhow!("{e} (fix the matching --flag)"))
+        b.build()
+            .map_err(|e| anyhow!("{e} (fix the matching --flag)"))
     }
 }
 

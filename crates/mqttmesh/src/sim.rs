@@ -100,10 +100,18 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), fast_timing()),
     };
-    let config = args.node.config(&broker.ip().to_string(), broker.port(), node_timing)?;
-    let observer = Observer::start(broker, &config.out_prefix, &format!("mqttmesh-sim-observer-{}", std::process::id()))
-        .await
-        .map_err(|e| anyhow!("cannot watch the broker at {broker}: {e}; is it running and reachable?"))?;
+    let config = args
+        .node
+        .config(&broker.ip().to_string(), broker.port(), node_timing)?;
+    let observer = Observer::start(
+        broker,
+        &config.out_prefix,
+        &format!("mqttmesh-sim-observer-{}", std::process::id()),
+    )
+    .await
+    .map_err(|e| {
+        anyhow!("cannot watch the broker at {broker}: {e}; is it running and reachable?")
+    })?;
     let spec = MeshSpec {
         placement,
         model: Model::default(),
@@ -115,7 +123,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     };
     let n = spec.placement.len();
     let mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
-    eprintln!("mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}", args.topology, args.seed);
+    eprintln!(
+        "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
+        args.topology, args.seed
+    );
 
     let bar = progress_bar(n as u64);
     let formation_deadline = Duration::from_secs(args.formation_timeout);
@@ -129,11 +140,18 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         bar.set_message(histogram_text(&mesh.depth_histogram()));
         if bar.is_hidden() && last_line.elapsed() >= Duration::from_secs(2) {
             last_line = std::time::Instant::now();
-            eprintln!("[{:>6.1}s] online {online}/{n}  depth {}", elapsed.as_secs_f64(), histogram_text(&mesh.depth_histogram()));
+            eprintln!(
+                "[{:>6.1}s] online {online}/{n}  depth {}",
+                elapsed.as_secs_f64(),
+                histogram_text(&mesh.depth_histogram())
+            );
         }
         if formation_ms.is_none() && online == n {
             formation_ms = Some(elapsed.as_millis() as u64);
-            bar.println(format!("all {n} nodes online after {:.1} s", elapsed.as_secs_f64()));
+            bar.println(format!(
+                "all {n} nodes online after {:.1} s",
+                elapsed.as_secs_f64()
+            ));
             if total.is_none() {
                 break;
             }
@@ -141,7 +159,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         match total {
             Some(t) if elapsed >= t => break,
             None if elapsed >= formation_deadline => {
-                bar.println(format!("formation timed out after {} s", args.formation_timeout));
+                bar.println(format!(
+                    "formation timed out after {} s",
+                    args.formation_timeout
+                ));
                 break;
             }
             _ => {}
@@ -153,7 +174,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     // Let what was published arrive before counting.
     mesh.set_publishing(false);
     let published = mesh.published();
-    observer.wait_for(Duration::from_secs(10), |o| o.delivered() >= published).await;
+    observer
+        .wait_for(Duration::from_secs(10), |o| o.delivered() >= published)
+        .await;
 
     let rows = mesh.rows();
     let statuses = mesh.statuses();
@@ -188,11 +211,16 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     );
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("cannot write the report to {}", path.display()))?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
     mesh.shutdown();
-    Ok(if report.online == n { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if report.online == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn placement(args: &SimArgs) -> Result<Placement> {
@@ -229,5 +257,8 @@ fn progress_bar(n: u64) -> ProgressBar {
 }
 
 fn histogram_text(h: &BTreeMap<u8, usize>) -> String {
-    h.iter().map(|(d, c)| format!("d{d}:{c}")).collect::<Vec<_>>().join(" ")
+    h.iter()
+        .map(|(d, c)| format!("d{d}:{c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

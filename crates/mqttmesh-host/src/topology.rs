@@ -166,15 +166,15 @@ mod tests {
         let p = random(50, 7);
         let r = radio(p.clone());
         // Breadth-first from the router reaches everyone.
-        let mut seen = vec![false; 50];
+        let mut seen = [false; 50];
         let mut queue: Vec<usize> = (0..50).filter(|&i| r.rssi_router(i).is_some()).collect();
         for &i in &queue {
             seen[i] = true;
         }
         while let Some(i) = queue.pop() {
-            for j in 0..50 {
-                if !seen[j] && r.rssi(i, j).is_some() {
-                    seen[j] = true;
+            for (j, s) in seen.iter_mut().enumerate() {
+                if !*s && r.rssi(i, j).is_some() {
+                    *s = true;
                     queue.push(j);
                 }
             }

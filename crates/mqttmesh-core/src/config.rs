@@ -78,6 +78,9 @@ pub struct Timing {
     /// Wait this long before rescanning when a scan found nothing, or (doubling up to
     /// 8x) once every candidate failed.
     pub retry_backoff: Duration,
+    /// MQTT keep-alive of a root's broker session; the broker declares a silent root
+    /// dead (and publishes its last will) after 1.5 times this.
+    pub mqtt_keepalive: Duration,
 }
 
 impl Default for Timing {
@@ -88,6 +91,7 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             link_timeout: Duration::from_secs(15),
+            mqtt_keepalive: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(1),
         }
     }
@@ -595,6 +599,7 @@ fn validate_timing(t: &Timing) -> Result<(), ConfigError> {
         t.keepalive_interval,
         t.link_timeout,
         t.retry_backoff,
+        t.mqtt_keepalive,
     ];
     if all.contains(&Duration::ZERO) {
         return Err(ConfigError::new(Field::Timing, TIMING_ZERO));

@@ -38,7 +38,9 @@ impl Session {
     ) -> Session {
         let mut options = MqttOptions::new(client_id, host, port);
         options
-            .set_keep_alive(Duration::from_secs(10))
+            .set_keep_alive(Duration::from_millis(
+                config.timing.mqtt_keepalive.millis().max(1000),
+            ))
             .set_clean_session(true)
             .set_max_packet_size(256 * 1024, 256 * 1024)
             .set_last_will(LastWill::new(

@@ -33,6 +33,7 @@ fn config(broker: SocketAddr) -> Config {
             keepalive_interval: CoreDuration::from_millis(1000),
             link_timeout: CoreDuration::from_millis(4000),
             retry_backoff: CoreDuration::from_millis(300),
+            mqtt_keepalive: CoreDuration::from_secs(10),
         })
         .build()
         .expect("test configuration is valid")

@@ -87,5 +87,6 @@ pub fn fast_timing() -> Timing {
         keepalive_interval: Duration::from_millis(1000),
         link_timeout: Duration::from_millis(4000),
         retry_backoff: Duration::from_millis(300),
+        mqtt_keepalive: Duration::from_secs(10),
     }
 }

@@ -237,14 +237,16 @@ fn placement(args: &SimArgs) -> Result<Placement> {
 fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
     if let Some(port) = spec.strip_prefix("embedded") {
         let port: u16 = match port.strip_prefix(':') {
-            Some(p) => p
-                .parse()
-                .map_err(|_| anyhow!("--broker {spec:?}: the port after `embedded:` must be a number"))?,
+            Some(p) => p.parse().map_err(|_| {
+                anyhow!("--broker {spec:?}: the port after `embedded:` must be a number")
+            })?,
             None if port.is_empty() => 0,
             None => bail!("--broker {spec:?}: expected `embedded`, `embedded:PORT` or HOST:PORT"),
         };
-        let b = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port)))
-            .with_context(|| format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?"))?;
+        let b =
+            EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).with_context(|| {
+                format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?")
+            })?;
         return Ok((b.addr(), Some(b)));
     }
     let addr = spec

@@ -116,6 +116,17 @@ impl Node {
         let _ = self.publish("fw", line.as_bytes(), MsgType::None);
     }
 
+    /// Publishes `info/available = online` again (see `go_online`).
+    pub(super) fn reassert_online(&mut self) {
+        if self.connected() {
+            let _ = self.publish(
+                Info::Available.subtopic(),
+                ONLINE.as_bytes(),
+                MsgType::RetainedQos1,
+            );
+        }
+    }
+
     /// The retained `info/*` topics, and `connect` for nodes that joined through the mesh.
     pub(super) fn publish_info(&mut self, _now: Instant) {
         for info in Info::ALL {

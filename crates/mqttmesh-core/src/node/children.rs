@@ -82,7 +82,9 @@ impl Node {
             self.reject(slot, Reason::Protocol);
             return;
         };
-        let joined = self.children().count();
+        // A node joining again still holds its old, not yet noticed dead slot: that one
+        // is replaced below, so it does not count against the limit.
+        let joined = self.children().filter(|c| **c != id).count();
         let reason = if req.version != link::VERSION {
             Some(Reason::Version)
         } else if req.mesh_tag != self.mesh_key {

@@ -310,6 +310,7 @@ pub struct Node {
     backoff: u8,
     penalties: Vec<(Mac, Instant), MAX_CANDIDATES>,
     path: Path,
+    reassert_at: Option<Instant>,
 
     parent: ParentLink,
     children: [Child; CHILD_SLOTS],
@@ -359,6 +360,7 @@ impl Node {
             backoff: 0,
             penalties: Vec::new(),
             path: Vec::new(),
+            reassert_at: None,
             parent: ParentLink::default(),
             children: Default::default(),
             ap_open: false,
@@ -585,6 +587,9 @@ impl Node {
     /// When [`Node::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.deadline;
+        if let Some(t) = self.reassert_at {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         let mut consider = |t: Instant| {
             next = Some(next.map_or(t, |n| n.min(t)));
         };
@@ -613,6 +618,10 @@ impl Node {
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
             self.on_uplink_timer(now);
+        }
+        if self.reassert_at.is_some_and(|t| t <= now) {
+            self.reassert_at = None;
+            self.reassert_online();
         }
         self.check_parent_link(now);
         self.check_children(now);

@@ -351,6 +351,17 @@ impl Node {
         let depth = self.path.len();
         self.log(Level::Info, format_args!("online at depth {depth}"));
         self.publish_info(now);
+        // Whoever held our previous link (a parent, or the broker for a root) may still
+        // declare us `offline` once it notices that link is dead, up to one link timeout
+        // from now: say `online` again after that.
+        let timing = self.config.timing;
+        let will_after = timing.mqtt_keepalive.mul_div(3, 2);
+        let window = if will_after > timing.link_timeout {
+            will_after
+        } else {
+            timing.link_timeout
+        };
+        self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
         self.push_event(Event::Connected);
         if depth < usize::from(self.config.max_depth) {
@@ -405,6 +416,7 @@ impl Node {
         let _ = self.push_action(Action::Disassociate);
         self.ip = None;
         self.path.clear();
+        self.reassert_at = None;
         self.state = State::Associating;
         self.try_next_candidate(now);
     }

@@ -1,1 +1,45 @@
-//! Virtual-time simulator (placeholder).
+//! The virtual-time simulator: the same core [`Node`](mqttmesh_core::Node) under a
+//! discrete-event loop.
+//!
+//! Used by scenario tests (and, later, scale runs) to drive many nodes, a router and a
+//! broker without sockets, threads or wall-clock time. A [`World`] owns a virtual
+//! clock and a heap of timed events ordered by (time, sequence number), so the same seed
+//! and the same test steps give the same run, event for event.
+//!
+//! # Run loop
+//!
+//! [`World::step`] pops the earliest event, hands it to the node it concerns through a
+//! `handle_*` call, then drains that node as the core's contract asks: frames, actions
+//! (scan, associate, MQTT, links, AP, restart — each carried out against the simulated
+//! radio, network and broker, with [`SimTiming`] delays), application events, log lines;
+//! finally it schedules `handle_timeout` at the node's `poll_timeout()`.
+//!
+//! # Model
+//!
+//! - radio: positions with log-distance path loss, or an explicit neighbour graph
+//!   ([`radio`]); hidden mesh APs appear in scans only while open, with their depth;
+//! - stations: association checks range, password and AP capacity;
+//! - links: in-order byte streams with per-hop latency; closes follow the data in
+//!   flight; cuts lose everything silently;
+//! - broker: sessions with last wills, wildcard subscriptions, retained messages and an
+//!   observer log ([`broker`]);
+//! - faults: [`World::kill`], [`World::revive`], [`World::router_down`],
+//!   [`World::cut_link`], byte injection and scripted probe peers.
+
+mod exec;
+mod inspect;
+mod links;
+mod station;
+mod world;
+
+pub mod broker;
+pub mod radio;
+
+pub use broker::{Broker, Publication};
+pub use inspect::ROUTER_PARENT;
+pub use links::ProbeId;
+pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
+pub use world::{
+    Received, SimTiming, World, FIRST_CHIP_ID, LOG_KEEP, ROUTER_BSSID, ROUTER_PASSWORD,
+    ROUTER_SSID,
+};

@@ -5,12 +5,16 @@
 //! plus what the original lacked (several networks each with its own password, hidden
 //! networks by BSSID, MQTT credentials, a depth limit, timers). Every value is checked by
 //! [`Builder::build`], which names the offending field in its error.
+//!
+//! Setters never panic and never truncate: a string that does not fit its field is
+//! remembered as an error for that field (cleared again if the setter is called later
+//! with a value that fits), and [`Builder::build`] reports it.
 
 use core::fmt;
 
 use heapless::{String, Vec};
 
-use crate::identity::{Mac, NodeId};
+use crate::identity::{IdError, Mac, NodeId};
 use crate::time::Duration;
 
 /// Most router networks a node knows.
@@ -38,6 +42,12 @@ pub const DEFAULT_MESH_PASSWORD: &str = "ESP8266MQTTMesh";
 pub const DEFAULT_MAX_CHILDREN: u8 = 4;
 /// Default maximum depth (the root, on the router, has depth 1).
 pub const DEFAULT_MAX_DEPTH: u8 = 16;
+/// Default firmware ID (the original has none; set one with [`Builder::firmware`]).
+pub const DEFAULT_FIRMWARE_ID: u32 = 0;
+/// Default firmware version (set one with [`Builder::firmware`]).
+pub const DEFAULT_FIRMWARE_VERSION: &str = "0.0.0";
+/// Default broker host (the original has none; set one with [`Builder::broker_host`]).
+pub const DEFAULT_BROKER_HOST: &str = "localhost";
 
 /// A router network the node may join.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,9 +133,55 @@ pub struct Config {
 
 impl Config {
     /// A builder holding the compat defaults.
+    ///
+    /// Only the router networks have no default: add at least one with
+    /// [`Builder::network`] or [`Builder::hidden_network`].
     pub fn builder() -> Builder {
-        todo!()
+        Builder {
+            config: Config {
+                firmware_id: DEFAULT_FIRMWARE_ID,
+                firmware_version: text(DEFAULT_FIRMWARE_VERSION),
+                networks: Vec::new(),
+                mesh_password: text(DEFAULT_MESH_PASSWORD),
+                mesh_ssid_base: text(DEFAULT_MESH_SSID_BASE),
+                broker_host: text(DEFAULT_BROKER_HOST),
+                broker_port: DEFAULT_MQTT_PORT,
+                mqtt_tls: false,
+                mqtt_username: None,
+                mqtt_password: None,
+                mesh_port: DEFAULT_MESH_PORT,
+                in_prefix: text(DEFAULT_IN_PREFIX),
+                out_prefix: text(DEFAULT_OUT_PREFIX),
+                max_children: DEFAULT_MAX_CHILDREN,
+                max_depth: DEFAULT_MAX_DEPTH,
+                node_id: None,
+                timing: Timing::default(),
+            },
+            broker_port: None,
+            errors: Vec::new(),
+        }
     }
+
+    /// Checks every rule [`Builder::build`] checks (except string capacity, which the
+    /// field types already enforce); for a `Config` assembled or edited by hand, since
+    /// its fields are public.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate(self)
+    }
+}
+
+/// A default that is known to fit its field.
+fn text<const N: usize>(s: &str) -> String<N> {
+    // Cannot lose anything: only called with the DEFAULT_* constants, each shorter than
+    // its field (checked by the `defaults_fit` test).
+    fit(s).unwrap_or_default()
+}
+
+/// `s` in a `String<N>`, or `None` when it is longer than `N` bytes.
+fn fit<const N: usize>(s: &str) -> Option<String<N>> {
+    let mut out = String::new();
+    out.push_str(s).ok()?;
+    Some(out)
 }
 
 /// The field a [`ConfigError`] is about.
@@ -170,6 +226,33 @@ pub enum Field {
     Timing,
 }
 
+impl fmt::Display for Field {
+    /// The field's name as written in the docs: `in_prefix`, `networks[1].password`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Field::FirmwareVersion => "firmware_version",
+            Field::Networks => "networks",
+            Field::NetworkSsid(i) => return write!(f, "networks[{i}].ssid"),
+            Field::NetworkPassword(i) => return write!(f, "networks[{i}].password"),
+            Field::NetworkBssid(i) => return write!(f, "networks[{i}].bssid"),
+            Field::MeshPassword => "mesh_password",
+            Field::MeshSsidBase => "mesh_ssid_base",
+            Field::BrokerHost => "broker_host",
+            Field::BrokerPort => "broker_port",
+            Field::MqttUsername => "mqtt_username",
+            Field::MqttPassword => "mqtt_password",
+            Field::MeshPort => "mesh_port",
+            Field::InPrefix => "in_prefix",
+            Field::OutPrefix => "out_prefix",
+            Field::MaxChildren => "max_children",
+            Field::MaxDepth => "max_depth",
+            Field::NodeId => "node_id",
+            Field::Timing => "timing",
+        };
+        f.write_str(name)
+    }
+}
+
 /// A configuration value that cannot work, with the field it is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -182,89 +265,402 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     /// e.g. `invalid in_prefix: must end with '/'`, `invalid networks[1].password: WPA2 needs 8..=63 characters`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        {
-            let _ = (self, f);
-            todo!()
-        }
+        write!(f, "invalid {}: {}", self.field, self.reason)
     }
 }
 
 impl core::error::Error for ConfigError {}
 
+impl ConfigError {
+    fn new(field: Field, reason: &'static str) -> Self {
+        ConfigError { field, reason }
+    }
+}
+
+/// Distinct fields a setter can record an error for: nine single fields, the network
+/// list, and an SSID and a password per network.
+const MAX_SETTER_ERRORS: usize = 9 + 1 + 2 * MAX_NETWORKS;
+
+// Reasons, shared by the setters (value does not fit) and `build` (value out of range).
+const FIRMWARE_VERSION_LEN: &str = "must be 1..=31 bytes";
+const TOO_MANY_NETWORKS: &str = "at most 4 networks";
+const NO_NETWORK: &str = "at least one network is needed";
+const SSID_LEN: &str = "SSID must be 1..=32 bytes";
+const HIDDEN_WITHOUT_BSSID: &str = "a hidden network needs a BSSID";
+const WPA2_LEN: &str = "WPA2 needs 8..=63 printable ASCII characters or 64 hex digits";
+const MESH_PASSWORD_LEN: &str = "WPA2 needs 8..=63 printable ASCII characters";
+const SSID_BASE_LEN: &str = "must be 1..=24 bytes";
+const SSID_BASE_CHARS: &str = "must not contain spaces or control characters";
+const HOST_LEN: &str = "must be 1..=63 bytes";
+const HOST_CHARS: &str = "must not contain whitespace or control characters";
+const PORT_ZERO: &str = "must not be 0";
+const CREDENTIAL_LEN: &str = "must be at most 64 bytes";
+const PASSWORD_WITHOUT_USER: &str = "a password needs a user name";
+const PREFIX_LEN: &str = "must be 2..=16 bytes";
+const PREFIX_END: &str = "must end with '/'";
+const PREFIX_START: &str = "must not start with '/'";
+const PREFIX_CHARS: &str = "must not contain '+', '#' or NUL";
+const PREFIX_OVERLAP: &str = "must differ from in_prefix and neither may start with the other";
+const CHILDREN_RANGE: &str = "must be 1..=8";
+const DEPTH_RANGE: &str = "must be 1..=32";
+const TIMING_ZERO: &str = "every duration must be non-zero";
+const KEEPALIVE_ORDER: &str = "keepalive_interval must be shorter than link_timeout";
+
 /// Builds a [`Config`]; setters take `&str` and the first problem is reported by
 /// [`Builder::build`]. Setters are chainable (`self -> Self`).
 #[derive(Clone, Debug)]
 pub struct Builder {
-    _todo: (),
+    /// Values so far; `config.broker_port` is replaced in `build`.
+    config: Config,
+    /// The port given to [`Builder::broker`], if any.
+    broker_port: Option<u16>,
+    /// Values the setters could not store, at most one per field, oldest first.
+    errors: Vec<ConfigError, MAX_SETTER_ERRORS>,
 }
 
 impl Builder {
     /// Firmware ID and version.
-    pub fn firmware(self, id: u32, version: &str) -> Self {
-        todo!("{id}{version}")
+    pub fn firmware(mut self, id: u32, version: &str) -> Self {
+        self.config.firmware_id = id;
+        if let Some(v) = self.fit(Field::FirmwareVersion, version, FIRMWARE_VERSION_LEN) {
+            self.config.firmware_version = v;
+        }
+        self
     }
     /// Adds a router network by SSID with its own password (empty for open).
     pub fn network(self, ssid: &str, password: &str) -> Self {
-        todo!("{ssid}{password}")
+        self.add_network(ssid, None, password)
     }
     /// Adds a hidden router network, matched by BSSID (`ssid` may be empty).
     pub fn hidden_network(self, ssid: &str, bssid: Mac, password: &str) -> Self {
-        todo!("{ssid}{bssid}{password}")
+        self.add_network(ssid, Some(bssid), password)
     }
     /// Mesh password.
-    pub fn mesh_password(self, password: &str) -> Self {
-        todo!("{password}")
+    pub fn mesh_password(mut self, password: &str) -> Self {
+        if let Some(p) = self.fit(Field::MeshPassword, password, MESH_PASSWORD_LEN) {
+            self.config.mesh_password = p;
+        }
+        self
     }
     /// Mesh SSID base.
-    pub fn mesh_ssid_base(self, base: &str) -> Self {
-        todo!("{base}")
+    pub fn mesh_ssid_base(mut self, base: &str) -> Self {
+        if let Some(b) = self.fit(Field::MeshSsidBase, base, SSID_BASE_LEN) {
+            self.config.mesh_ssid_base = b;
+        }
+        self
     }
     /// Broker host and port. Without this the port defaults to 1883 (8883 with TLS).
     pub fn broker(self, host: &str, port: u16) -> Self {
-        todo!("{host}{port}")
+        let mut b = self.broker_host(host);
+        b.broker_port = Some(port);
+        b
     }
-    /// Broker host only; the port follows the TLS default.
-    pub fn broker_host(self, host: &str) -> Self {
-        todo!("{host}")
+    /// Broker host only; the port follows the TLS default (unless [`Builder::broker`]
+    /// already gave one, which is kept).
+    pub fn broker_host(mut self, host: &str) -> Self {
+        if let Some(h) = self.fit(Field::BrokerHost, host, HOST_LEN) {
+            self.config.broker_host = h;
+        }
+        self
     }
     /// TLS to the broker.
-    pub fn mqtt_tls(self, on: bool) -> Self {
-        todo!("{on}")
+    pub fn mqtt_tls(mut self, on: bool) -> Self {
+        self.config.mqtt_tls = on;
+        self
     }
-    /// MQTT user name and password.
-    pub fn mqtt_credentials(self, username: &str, password: &str) -> Self {
-        todo!("{username}{password}")
+    /// MQTT user name and password. An empty string means "none".
+    pub fn mqtt_credentials(mut self, username: &str, password: &str) -> Self {
+        self.config.mqtt_username = self.fit_optional(Field::MqttUsername, username);
+        self.config.mqtt_password = self.fit_optional(Field::MqttPassword, password);
+        self
     }
     /// Mesh port.
-    pub fn mesh_port(self, port: u16) -> Self {
-        todo!("{port}")
+    pub fn mesh_port(mut self, port: u16) -> Self {
+        self.config.mesh_port = port;
+        self
     }
     /// In-topic prefix.
-    pub fn in_prefix(self, prefix: &str) -> Self {
-        todo!("{prefix}")
+    pub fn in_prefix(mut self, prefix: &str) -> Self {
+        if let Some(p) = self.fit(Field::InPrefix, prefix, PREFIX_LEN) {
+            self.config.in_prefix = p;
+        }
+        self
     }
     /// Out-topic prefix.
-    pub fn out_prefix(self, prefix: &str) -> Self {
-        todo!("{prefix}")
+    pub fn out_prefix(mut self, prefix: &str) -> Self {
+        if let Some(p) = self.fit(Field::OutPrefix, prefix, PREFIX_LEN) {
+            self.config.out_prefix = p;
+        }
+        self
     }
     /// Children per node.
-    pub fn max_children(self, n: u8) -> Self {
-        todo!("{n}")
+    pub fn max_children(mut self, n: u8) -> Self {
+        self.config.max_children = n;
+        self
     }
     /// Maximum depth.
-    pub fn max_depth(self, n: u8) -> Self {
-        todo!("{n}")
+    pub fn max_depth(mut self, n: u8) -> Self {
+        self.config.max_depth = n;
+        self
     }
     /// Node ID override.
-    pub fn node_id(self, id: &str) -> Self {
-        todo!("{id}")
+    pub fn node_id(mut self, id: &str) -> Self {
+        match NodeId::new(id) {
+            Ok(id) => {
+                self.clear(Field::NodeId);
+                self.config.node_id = Some(id);
+            }
+            Err(e) => self.record(Field::NodeId, id_reason(e)),
+        }
+        self
     }
     /// Timers.
-    pub fn timing(self, timing: Timing) -> Self {
-        todo!("{timing:?}")
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.config.timing = timing;
+        self
     }
     /// Validates everything; the first problem found, naming its field.
+    ///
+    /// Values a setter could not store are reported first (oldest first), then the
+    /// fields are checked in the order [`Config`] declares them.
     pub fn build(self) -> Result<Config, ConfigError> {
-        todo!()
+        if let Some(e) = self.errors.first() {
+            return Err(*e);
+        }
+        let mut config = self.config;
+        config.broker_port = self.broker_port.unwrap_or(if config.mqtt_tls {
+            DEFAULT_MQTTS_PORT
+        } else {
+            DEFAULT_MQTT_PORT
+        });
+        validate(&config)?;
+        Ok(config)
+    }
+
+    fn add_network(mut self, ssid: &str, bssid: Option<Mac>, password: &str) -> Self {
+        let i = self.config.networks.len();
+        if i == MAX_NETWORKS {
+            self.record(Field::Networks, TOO_MANY_NETWORKS);
+            return self;
+        }
+        // On a value that does not fit, the network is still added (with the field
+        // empty) so later networks keep the index the user counts.
+        let network = Network {
+            ssid: self
+                .fit(Field::NetworkSsid(i), ssid, SSID_LEN)
+                .unwrap_or_default(),
+            password: self
+                .fit(Field::NetworkPassword(i), password, WPA2_LEN)
+                .unwrap_or_default(),
+            bssid,
+            hidden: bssid.is_some(),
+        };
+        // Cannot fail: `i < MAX_NETWORKS` was checked above.
+        let _ = self.config.networks.push(network);
+        self
+    }
+
+    /// `value` in a `String<N>`; records `reason` for `field` if it does not fit.
+    fn fit<const N: usize>(
+        &mut self,
+        field: Field,
+        value: &str,
+        reason: &'static str,
+    ) -> Option<String<N>> {
+        let fitted = fit(value);
+        match fitted {
+            Some(_) => self.clear(field),
+            None => self.record(field, reason),
+        }
+        fitted
+    }
+
+    /// An optional credential: empty is `None`.
+    fn fit_optional(&mut self, field: Field, value: &str) -> Option<String<64>> {
+        if value.is_empty() {
+            self.clear(field);
+            return None;
+        }
+        self.fit(field, value, CREDENTIAL_LEN)
+    }
+
+    fn record(&mut self, field: Field, reason: &'static str) {
+        self.clear(field);
+        // Cannot fail: `clear` removed this field's entry and there is at most one entry
+        // per distinct field, of which there are MAX_SETTER_ERRORS.
+        let _ = self.errors.push(ConfigError::new(field, reason));
+    }
+
+    fn clear(&mut self, field: Field) {
+        self.errors.retain(|e| e.field != field);
+    }
+}
+
+fn id_reason(e: IdError) -> &'static str {
+    match e {
+        IdError::Empty => "must not be empty",
+        IdError::TooLong => "must be at most 24 bytes",
+        IdError::InvalidChar => "must be printable ASCII without spaces, '/', '+' or '#'",
+    }
+}
+
+/// Every rule of the module doc, in field order; the first violation.
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    let check = |ok: bool, field: Field, reason: &'static str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::new(field, reason))
+        }
+    };
+    let len = c.firmware_version.len();
+    check(
+        (1..=31).contains(&len),
+        Field::FirmwareVersion,
+        FIRMWARE_VERSION_LEN,
+    )?;
+    check(!c.networks.is_empty(), Field::Networks, NO_NETWORK)?;
+    for (i, network) in c.networks.iter().enumerate() {
+        validate_network(i, network)?;
+    }
+    let p = &c.mesh_password;
+    let ok = (8..=63).contains(&p.len()) && p.bytes().all(is_printable);
+    check(ok, Field::MeshPassword, MESH_PASSWORD_LEN)?;
+    let base = &c.mesh_ssid_base;
+    check(!base.is_empty(), Field::MeshSsidBase, SSID_BASE_LEN)?;
+    let ok = !base.chars().any(|ch| ch == ' ' || ch.is_control());
+    check(ok, Field::MeshSsidBase, SSID_BASE_CHARS)?;
+    let host = &c.broker_host;
+    check((1..=63).contains(&host.len()), Field::BrokerHost, HOST_LEN)?;
+    let ok = !host.chars().any(|ch| ch.is_whitespace() || ch.is_control());
+    check(ok, Field::BrokerHost, HOST_CHARS)?;
+    check(c.broker_port != 0, Field::BrokerPort, PORT_ZERO)?;
+    let ok = c.mqtt_password.is_none() || c.mqtt_username.is_some();
+    check(ok, Field::MqttPassword, PASSWORD_WITHOUT_USER)?;
+    check(c.mesh_port != 0, Field::MeshPort, PORT_ZERO)?;
+    validate_prefix(&c.in_prefix, Field::InPrefix)?;
+    validate_prefix(&c.out_prefix, Field::OutPrefix)?;
+    // The root subscribes to `<in>#`: an out prefix under the in prefix (or the other
+    // way round) would feed the nodes' own answers back to them.
+    let (i, o) = (c.in_prefix.as_str(), c.out_prefix.as_str());
+    let ok = !i.starts_with(o) && !o.starts_with(i);
+    check(ok, Field::OutPrefix, PREFIX_OVERLAP)?;
+    let ok = (1..=MAX_CHILDREN_LIMIT).contains(&c.max_children);
+    check(ok, Field::MaxChildren, CHILDREN_RANGE)?;
+    let ok = (1..=MAX_DEPTH_LIMIT).contains(&c.max_depth);
+    check(ok, Field::MaxDepth, DEPTH_RANGE)?;
+    validate_timing(&c.timing)
+}
+
+fn validate_network(i: usize, n: &Network) -> Result<(), ConfigError> {
+    if n.hidden && n.bssid.is_none() {
+        return Err(ConfigError::new(
+            Field::NetworkBssid(i),
+            HIDDEN_WITHOUT_BSSID,
+        ));
+    }
+    if !n.hidden && n.ssid.is_empty() {
+        return Err(ConfigError::new(Field::NetworkSsid(i), SSID_LEN));
+    }
+    let p = n.password.as_bytes();
+    let passphrase = (8..=63).contains(&p.len()) && p.iter().copied().all(is_printable);
+    let psk = p.len() == 64 && p.iter().all(u8::is_ascii_hexdigit);
+    if !(p.is_empty() || passphrase || psk) {
+        return Err(ConfigError::new(Field::NetworkPassword(i), WPA2_LEN));
+    }
+    Ok(())
+}
+
+fn validate_prefix(prefix: &str, field: Field) -> Result<(), ConfigError> {
+    let reason = if !(2..=16).contains(&prefix.len()) {
+        PREFIX_LEN
+    } else if !prefix.ends_with('/') {
+        PREFIX_END
+    } else if prefix.starts_with('/') {
+        PREFIX_START
+    } else if prefix.bytes().any(|c| matches!(c, b'+' | b'#' | 0)) {
+        PREFIX_CHARS
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new(field, reason))
+}
+
+fn validate_timing(t: &Timing) -> Result<(), ConfigError> {
+    let all = [
+        t.scan_timeout,
+        t.associate_timeout,
+        t.connect_timeout,
+        t.keepalive_interval,
+        t.link_timeout,
+        t.retry_backoff,
+    ];
+    if all.contains(&Duration::ZERO) {
+        return Err(ConfigError::new(Field::Timing, TIMING_ZERO));
+    }
+    if t.keepalive_interval >= t.link_timeout {
+        return Err(ConfigError::new(Field::Timing, KEEPALIVE_ORDER));
+    }
+    Ok(())
+}
+
+/// WPA2 passphrase characters: printable ASCII, space included.
+fn is_printable(c: u8) -> bool {
+    (0x20..=0x7E).contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    #[test]
+    fn defaults_fit() {
+        assert!(fit::<32>(DEFAULT_FIRMWARE_VERSION).is_some());
+        assert!(fit::<64>(DEFAULT_MESH_PASSWORD).is_some());
+        assert!(fit::<24>(DEFAULT_MESH_SSID_BASE).is_some());
+        assert!(fit::<64>(DEFAULT_BROKER_HOST).is_some());
+        assert!(fit::<16>(DEFAULT_IN_PREFIX).is_some());
+        assert!(fit::<16>(DEFAULT_OUT_PREFIX).is_some());
+    }
+
+    #[test]
+    fn a_later_setter_call_clears_an_earlier_overflow() {
+        let b = Config::builder()
+            .network("home", "")
+            .in_prefix(&"x".repeat(17));
+        assert_eq!(b.clone().build().unwrap_err().field, Field::InPrefix);
+        assert!(b.in_prefix("mesh-in/").build().is_ok());
+    }
+
+    #[test]
+    fn setter_errors_come_oldest_first() {
+        let err = Config::builder()
+            .network("home", "")
+            .out_prefix(&"o".repeat(17))
+            .mesh_password(&"p".repeat(65))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field, Field::OutPrefix);
+    }
+
+    #[test]
+    fn every_field_can_hold_a_setter_error_at_once() {
+        let long = "x".repeat(100);
+        let mut b = Config::builder()
+            .firmware(1, &long)
+            .mesh_password(&long)
+            .mesh_ssid_base(&long)
+            .broker_host(&long)
+            .mqtt_credentials(&long, &long)
+            .in_prefix(&long)
+            .out_prefix(&long)
+            .node_id(&long);
+        for _ in 0..=MAX_NETWORKS {
+            b = b.network(&long, &long);
+        }
+        assert_eq!(b.errors.len(), MAX_SETTER_ERRORS);
+        assert_eq!(b.build().unwrap_err().field, Field::FirmwareVersion);
     }
 }

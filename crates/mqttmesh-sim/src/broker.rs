@@ -109,7 +109,11 @@ impl Broker {
         let targets = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.filters.iter().any(|f| topic_matches(f, &publication.topic)))
+            .filter(|(_, s)| {
+                s.filters
+                    .iter()
+                    .any(|f| topic_matches(f, &publication.topic))
+            })
             .map(|(node, s)| (*node, s.id))
             .collect();
         self.log.push(publication);
@@ -191,12 +195,24 @@ mod tests {
         broker.publish(publication("in/a", b"r", true));
         let s1 = broker.open(1, "c1", "out/1/info/available");
         let s2 = broker.open(2, "c2", "");
-        assert_eq!(broker.subscribe(1, "in/#"), vec![("in/a".into(), b"r".to_vec())]);
+        assert_eq!(
+            broker.subscribe(1, "in/#"),
+            vec![("in/a".into(), b"r".to_vec())]
+        );
         broker.subscribe(1, "in/+");
         broker.subscribe(2, "out/#");
-        assert_eq!(broker.publish(publication("in/b", b"", false)), vec![(1, s1)]);
-        assert_eq!(broker.publish(publication("out/b", b"", false)), vec![(2, s2)]);
-        assert_eq!(broker.close(1, false).as_deref(), Some("out/1/info/available"));
+        assert_eq!(
+            broker.publish(publication("in/b", b"", false)),
+            vec![(1, s1)]
+        );
+        assert_eq!(
+            broker.publish(publication("out/b", b"", false)),
+            vec![(2, s2)]
+        );
+        assert_eq!(
+            broker.close(1, false).as_deref(),
+            Some("out/1/info/available")
+        );
         assert_eq!(broker.close(2, false), None);
         assert!(broker.publish(publication("in/b", b"", false)).is_empty());
     }

@@ -8,8 +8,9 @@ use mqttmesh_core::node::{Event, Node, Parent, PublishError};
 use mqttmesh_core::MsgType;
 
 use crate::broker::{Broker, Publication};
+use crate::events::Ev;
 use crate::radio::NodeIdx;
-use crate::world::{Ev, Received, World};
+use crate::world::{Received, World};
 
 /// How [`World::tree`] names a root's parent.
 pub const ROUTER_PARENT: &str = "router";
@@ -112,7 +113,11 @@ impl World {
 
     /// Publications on exactly `topic`.
     pub fn published(&self, topic: &str) -> Vec<&Publication> {
-        self.broker.log().iter().filter(|p| p.topic == topic).collect()
+        self.broker
+            .log()
+            .iter()
+            .filter(|p| p.topic == topic)
+            .collect()
     }
 
     /// The retained payload of `topic`.

@@ -26,6 +26,10 @@
 //! - faults: [`World::kill`], [`World::revive`], [`World::router_down`],
 //!   [`World::cut_link`], byte injection and scripted probe peers.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod events;
 mod exec;
 mod inspect;
 mod links;
@@ -36,10 +40,10 @@ pub mod broker;
 pub mod radio;
 
 pub use broker::{Broker, Publication};
+pub use events::SimTiming;
 pub use inspect::ROUTER_PARENT;
 pub use links::ProbeId;
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
 pub use world::{
-    Received, SimTiming, World, FIRST_CHIP_ID, LOG_KEEP, ROUTER_BSSID, ROUTER_PASSWORD,
-    ROUTER_SSID,
+    Received, World, FIRST_CHIP_ID, LOG_KEEP, ROUTER_BSSID, ROUTER_PASSWORD, ROUTER_SSID,
 };

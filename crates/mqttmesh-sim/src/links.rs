@@ -9,8 +9,9 @@
 use mqttmesh_core::link::HEADER_LEN;
 use mqttmesh_core::node::LinkId;
 
+use crate::events::Ev;
 use crate::radio::NodeIdx;
-use crate::world::{Ev, World};
+use crate::world::World;
 
 /// A link's number, unique over the run.
 pub type ConnId = u64;
@@ -138,7 +139,14 @@ impl World {
             return;
         }
         let latency = self.timing.hop_latency;
-        self.schedule(latency, Ev::Data { conn, to: 1 - side, bytes });
+        self.schedule(
+            latency,
+            Ev::Data {
+                conn,
+                to: 1 - side,
+                bytes,
+            },
+        );
     }
 
     pub(crate) fn on_data(&mut self, conn: ConnId, to: usize, bytes: Vec<u8>) {
@@ -187,7 +195,10 @@ impl World {
             self.drain(idx);
             stalls = if taken == 0 { stalls + 1 } else { 0 };
             if stalls > 2 {
-                self.log_world(idx, "link data stalled: node takes no bytes; dropped the rest");
+                self.log_world(
+                    idx,
+                    "link data stalled: node takes no bytes; dropped the rest",
+                );
                 self.dropped += 1;
                 return;
             }
@@ -279,7 +290,12 @@ impl World {
     pub fn child_link(&self, parent: NodeIdx, child: NodeIdx) -> Option<LinkId> {
         self.nodes[parent].links.iter().find_map(|(link, conn)| {
             let c = self.conns.get(conn)?;
-            (c.ends[0] == End::Node { idx: child, link: LinkId::Parent }).then_some(*link)
+            (c.ends[0]
+                == End::Node {
+                    idx: child,
+                    link: LinkId::Parent,
+                })
+            .then_some(*link)
         })
     }
 }

@@ -4,10 +4,12 @@
 use std::net::Ipv4Addr;
 
 use mqttmesh_core::node::{AssocError, Node};
+use mqttmesh_core::uplink::ScanEntry;
 use mqttmesh_core::Mac;
 
+use crate::events::Ev;
 use crate::radio::{Endpoint, NodeIdx};
-use crate::world::{Assoc, Ev, World, ROUTER_BSSID};
+use crate::world::{Assoc, World, ROUTER_BSSID, ROUTER_SSID};
 
 impl World {
     /// What associating node `idx` with `bssid` using `password` would give now:
@@ -161,5 +163,55 @@ impl World {
     /// The router is back.
     pub fn router_up(&mut self) {
         self.router_up = true;
+    }
+
+    /// What node `idx` hears now.
+    pub fn scan(&mut self, idx: NodeIdx) -> Vec<ScanEntry> {
+        let me = Endpoint::Node(idx);
+        let mut out = Vec::new();
+        if self.router_up {
+            if let Some(rssi) = self.audible(me, Endpoint::Router) {
+                let mut ssid = heapless::String::new();
+                let _ = ssid.push_str(ROUTER_SSID);
+                out.push(ScanEntry {
+                    bssid: ROUTER_BSSID,
+                    ssid,
+                    rssi,
+                    channel: 1,
+                    hidden: false,
+                    depth: None,
+                });
+            }
+        }
+        for j in 0..self.nodes.len() {
+            let Some(ap) = self.nodes[j].ap.filter(|_| self.nodes[j].alive && j != idx) else {
+                continue;
+            };
+            if let Some(rssi) = self.audible(me, Endpoint::Node(j)) {
+                out.push(ScanEntry {
+                    bssid: self.nodes[j].node.ap_mac(),
+                    ssid: heapless::String::new(),
+                    rssi,
+                    channel: ap.channel,
+                    hidden: true,
+                    depth: Some(ap.depth),
+                });
+            }
+        }
+        out
+    }
+
+    /// RSSI as a scan reports it (with noise), if above the threshold.
+    fn audible(&mut self, a: Endpoint, b: Endpoint) -> Option<i8> {
+        let rssi = self.radio.rssi(a, b).filter(|r| *r >= self.threshold)?;
+        let noise = i16::from(self.rssi_noise);
+        let jitter = if noise > 0 {
+            // Cannot truncate: below(2n+1) - n is within ±n <= ±255.
+            self.rng.below(2 * noise as u64 + 1) as i16 - noise
+        } else {
+            0
+        };
+        // Cannot truncate: clamped to the i8 range.
+        Some((i16::from(rssi) + jitter).clamp(-127, 0) as i8)
     }
 }

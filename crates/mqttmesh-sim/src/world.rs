@@ -1,18 +1,18 @@
 //! The world: nodes, radio, router, broker and links under one virtual clock.
 //!
-//! Everything that happens is an event in a binary heap ordered by (time, sequence
-//! number), so a run depends only on its seed and on what the test does. Stepping pops
-//! the earliest event, hands it to the node it concerns and drains that node's polls
-//! (see `exec`).
+//! A node slot holds the core `Node` plus what the world knows about it: power,
+//! association, AP, links, timer, and what it told its application and its log.
+//! Stepping lives in `events`, the run loop around a node in `exec`.
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::Ipv4Addr;
 
 use mqttmesh_core::node::{Event, LinkId, Node};
 use mqttmesh_core::rand::Rand;
-use mqttmesh_core::{Config, Duration, Instant, Mac};
+use mqttmesh_core::{Config, Instant, Mac};
 
-use crate::broker::{Broker, Publication};
+use crate::broker::Broker;
+use crate::events::{Scheduled, SimTiming};
 use crate::links::{Conn, ConnId, Probe};
 use crate::radio::{Endpoint, NodeIdx, Pos, Radio, DEFAULT_THRESHOLD, ROUTER};
 
@@ -26,36 +26,6 @@ pub const ROUTER_PASSWORD: &str = "routerpass";
 pub const ROUTER_BSSID: Mac = Mac([0x0C, 0x00, 0x5E, 0x10, 0x20, 0x30]);
 /// First chip ID handed out by [`World::chip_id_for`].
 pub const FIRST_CHIP_ID: u32 = 0x0A_0001;
-
-/// How long the simulated radio, network and broker take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SimTiming {
-    /// A scan.
-    pub scan: Duration,
-    /// Association plus address assignment.
-    pub associate: Duration,
-    /// TCP connect to a parent's mesh port.
-    pub tcp_connect: Duration,
-    /// One hop of link latency, per frame.
-    pub hop_latency: Duration,
-    /// MQTT connect to the broker.
-    pub mqtt_connect: Duration,
-    /// Node → broker and broker → node delivery.
-    pub broker_delivery: Duration,
-}
-
-impl Default for SimTiming {
-    fn default() -> Self {
-        SimTiming {
-            scan: Duration::from_secs(2),
-            associate: Duration::from_secs(1),
-            tcp_connect: Duration::from_millis(10),
-            hop_latency: Duration::from_millis(10),
-            mqtt_connect: Duration::from_millis(50),
-            broker_delivery: Duration::from_millis(5),
-        }
-    }
-}
 
 /// What a station is associated with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,54 +76,14 @@ pub(crate) struct Slot {
     pub(crate) restarts: u32,
 }
 
-/// A scheduled event.
-#[derive(Debug)]
-pub(crate) enum Ev {
-    Timer { node: NodeIdx, inc: u64 },
-    ScanDone { node: NodeIdx, inc: u64 },
-    Associated { node: NodeIdx, epoch: u64, bssid: Mac, password: String },
-    MqttConnect { node: NodeIdx, epoch: u64 },
-    MqttLost { node: NodeIdx, inc: u64 },
-    LinkConnect { node: NodeIdx, epoch: u64, parent: Option<NodeIdx> },
-    Data { conn: ConnId, to: usize, bytes: Vec<u8> },
-    Closed { conn: ConnId, to: usize },
-    BrokerIn(Publication),
-    MqttDeliver { node: NodeIdx, session: u64, topic: String, payload: Vec<u8> },
-}
-
-#[derive(Debug)]
-pub(crate) struct Scheduled {
-    pub(crate) at: Instant,
-    seq: u64,
-    pub(crate) ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed, so the max-heap pops the earliest (then the first scheduled).
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// A deterministic virtual-time world of mesh nodes, one router and one broker.
 #[derive(Debug)]
 pub struct World {
     pub(crate) now: Instant,
     pub(crate) seed: u64,
     pub(crate) rng: Rand,
-    seq: u64,
-    queue: BinaryHeap<Scheduled>,
+    pub(crate) seq: u64,
+    pub(crate) queue: BinaryHeap<Scheduled>,
     pub(crate) nodes: Vec<Slot>,
     pub(crate) radio: Radio,
     pub(crate) threshold: i8,
@@ -167,7 +97,7 @@ pub struct World {
     pub(crate) next_conn: u64,
     pub(crate) probes: Vec<Probe>,
     pub(crate) dropped: u64,
-    steps: u64,
+    pub(crate) steps: u64,
 }
 
 impl World {
@@ -254,7 +184,13 @@ impl World {
     /// Adds a node with an explicit chip ID, powered on now.
     pub fn add_node_with_chip(&mut self, config: Config, chip_id: u32) -> NodeIdx {
         let idx = self.nodes.len();
-        let node = Node::new(config, chip_id, self.node_seed(idx, 0), "Power on", self.now);
+        let node = Node::new(
+            config,
+            chip_id,
+            self.node_seed(idx, 0),
+            "Power on",
+            self.now,
+        );
         self.nodes.push(Slot {
             node,
             alive: true,
@@ -291,7 +227,8 @@ impl World {
 
     /// Sets the RSSI of the radio edge `a`–`b` ([`ROUTER`] for the router), or removes it.
     pub fn set_rssi(&mut self, a: usize, b: usize, rssi: Option<i8>) {
-        self.radio.set_edge(Endpoint::from(a), Endpoint::from(b), rssi);
+        self.radio
+            .set_edge(Endpoint::from(a), Endpoint::from(b), rssi);
     }
 
     /// Whether a full AP refuses further stations (default on). Off lets a surplus
@@ -320,78 +257,6 @@ impl World {
         self.router_password = password.to_owned();
     }
 
-    // ---- stepping ------------------------------------------------------------------
-
-    pub(crate) fn schedule(&mut self, after: Duration, ev: Ev) {
-        self.schedule_at(self.now + after, ev);
-    }
-
-    pub(crate) fn schedule_at(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            at: at.max(self.now),
-            seq: self.seq,
-            ev,
-        });
-    }
-
-    /// Processes the earliest event; `false` when nothing is scheduled.
-    pub fn step(&mut self) -> bool {
-        let Some(next) = self.queue.pop() else {
-            return false;
-        };
-        self.now = self.now.max(next.at);
-        self.steps += 1;
-        self.dispatch(next.at, next.ev);
-        true
-    }
-
-    /// Runs every event up to `now + d`, then sets the clock there.
-    pub fn run_for(&mut self, d: Duration) {
-        let deadline = self.now + d;
-        self.run_until(deadline, |_| false);
-    }
-
-    /// Runs until `cond` holds (checked before the first and after every event) or the
-    /// clock would pass `deadline`; returns whether `cond` holds.
-    pub fn run_until(&mut self, deadline: Instant, mut cond: impl FnMut(&World) -> bool) -> bool {
-        loop {
-            if cond(self) {
-                return true;
-            }
-            match self.queue.peek() {
-                Some(next) if next.at <= deadline => {
-                    self.step();
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return cond(self);
-                }
-            }
-        }
-    }
-
-    /// `now + d`: a deadline for [`World::run_until`].
-    pub fn within(&self, d: Duration) -> Instant {
-        self.now + d
-    }
-
-    /// The virtual clock.
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    /// The seed this world was built with.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// Events processed so far.
-    pub fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    /// The deterministic address a station gets from the router or from node `ap`'s AP.
     pub(crate) fn address(&self, idx: NodeIdx, assoc: Assoc) -> Ipv4Addr {
         let host = idx + 2;
         match assoc {

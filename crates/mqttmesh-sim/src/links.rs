@@ -219,6 +219,15 @@ impl World {
         }
     }
 
+    /// Silently breaks every link of node `idx`.
+    pub(crate) fn break_links(&mut self, idx: NodeIdx) {
+        for conn in self.nodes[idx].links.values() {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.broken = true;
+            }
+        }
+    }
+
     /// Bytes arrive on node `idx`'s `link` now, as if its peer had written them
     /// (garbage, hand-made frames, half frames).
     pub fn inject(&mut self, idx: NodeIdx, link: LinkId, bytes: &[u8]) {

@@ -88,7 +88,10 @@ impl World {
 
     /// Everything a powered-off node holds goes: links (peers are told), AP, association,
     /// broker session (its will is published), timers.
-    fn power_off(&mut self, idx: NodeIdx) {
+    fn power_off(&mut self, idx: NodeIdx, silent: bool) {
+        if silent {
+            self.break_links(idx);
+        }
         let slot = &mut self.nodes[idx];
         slot.alive = false;
         slot.incarnation += 1;
@@ -119,7 +122,17 @@ impl World {
     pub fn kill(&mut self, idx: NodeIdx) {
         if self.nodes[idx].alive {
             self.log_world(idx, "killed");
-            self.power_off(idx);
+            self.power_off(idx, false);
+        }
+    }
+
+    /// Like [`World::kill`], but its links die silently, as when a chip browns out:
+    /// peers only notice through their keep-alives. Its broker session still drops at
+    /// once (the model has no broker keep-alive).
+    pub fn crash(&mut self, idx: NodeIdx) {
+        if self.nodes[idx].alive {
+            self.log_world(idx, "crashed");
+            self.power_off(idx, true);
         }
     }
 
@@ -135,7 +148,7 @@ impl World {
     /// with reset reason `reason`.
     pub fn restart(&mut self, idx: NodeIdx, reason: &str) {
         self.log_world(idx, &format!("restart ({reason})"));
-        self.power_off(idx);
+        self.power_off(idx, false);
         self.nodes[idx].restarts += 1;
         self.power_on(idx, reason);
     }

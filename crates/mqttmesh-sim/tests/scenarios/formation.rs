@@ -212,7 +212,7 @@ fn fifth_child_is_refused() {
 }
 
 /// 25 nodes on a 5×5 grid, 20 m apart, the router near one corner.
-fn grid(seed: u64, config: &Config) -> World {
+pub(super) fn grid(seed: u64, config: &Config) -> World {
     let mut w = World::new(seed);
     w.set_rssi_noise(2);
     for i in 0..5 {

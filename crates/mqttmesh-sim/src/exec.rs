@@ -24,6 +24,13 @@ impl World {
     /// its next timeout.
     pub(crate) fn drain(&mut self, idx: NodeIdx) {
         let mut buf = [0u8; MAX_FRAME];
+        if !self.nodes[idx].alive {
+            // A powered-off node does nothing: whatever a test made it queue is lost.
+            let node = &mut self.nodes[idx].node;
+            while node.poll_transmit(&mut buf).is_some() || node.poll_action().is_some() {}
+            while node.poll_event().is_some() || node.poll_log().is_some() {}
+            return;
+        }
         loop {
             let mut busy = false;
             while let Some((link, len)) = self.nodes[idx].node.poll_transmit(&mut buf) {

@@ -165,11 +165,14 @@ impl World {
     // ---- checks --------------------------------------------------------------------
 
     /// Checks the mesh is a well-formed forest under the router: every connected node's
-    /// parent is alive, connected and lists it as a child; no loops; depths match paths;
-    /// no node over `max_children` or `max_depth`.
+    /// parent is alive, connected, linked to it and lists it as a child; no loops;
+    /// depths match paths; no node over `max_children` or `max_depth`.
     pub fn check_tree(&self) -> Result<(), String> {
         let tree = self.tree();
-        for slot in self.nodes.iter().filter(|s| s.alive && s.node.connected()) {
+        for (idx, slot) in self.nodes.iter().enumerate() {
+            if !slot.alive || !slot.node.connected() {
+                continue;
+            }
             let node = &slot.node;
             let id = node.id().as_str();
             let config = node.config();
@@ -189,6 +192,9 @@ impl World {
                 let pn = &self.nodes[p].node;
                 if !pn.children().any(|c| c.as_str() == id) {
                     return Err(format!("{id}: parent {parent} does not list it"));
+                }
+                if self.child_link(p, idx).is_none() {
+                    return Err(format!("{id}: no link to parent {parent}"));
                 }
                 if pn.depth().map(|d| d + 1) != Some(depth) {
                     return Err(format!("{id}: depth {depth}, parent at {:?}", pn.depth()));

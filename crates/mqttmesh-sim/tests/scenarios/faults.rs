@@ -385,9 +385,21 @@ fn random_kills_and_revivals_always_reconverge() {
             }
             if rng.below(4) == 0 {
                 let r = rng.below(25) as usize;
+                w.crash(r);
+                w.revive(r);
+            }
+            if rng.below(4) == 0 {
+                let r = rng.below(25) as usize;
                 w.broker_publish(&format!("{IN}{}/Restart", w.id(r)), b"", false);
             }
+            let outage = rng.below(6) == 0;
+            if outage {
+                w.router_down();
+            }
             w.run_for(ms(rng.below(8000)));
+            if outage {
+                w.router_up();
+            }
             for &v in &victims {
                 w.revive(v);
             }

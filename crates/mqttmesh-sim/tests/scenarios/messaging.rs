@@ -1,5 +1,6 @@
 //! Messages through the mesh: relaying, built-in topics, broadcast, limits, bursts.
 
+use mqttmesh_core::link::{JoinRequest, Path, VERSION};
 use mqttmesh_core::MsgType;
 use mqttmesh_sim::ROUTER;
 
@@ -222,4 +223,137 @@ fn broadcast_reaches_every_node_addressed_reaches_one() {
         assert_eq!(w.messages(i).len(), 1, "node {i} got only the broadcast");
     }
     assert_eq!(w.messages(3)[1].subtopic, "only");
+}
+
+#[test]
+fn custom_prefixes_and_node_id_shape_every_topic() {
+    let custom = |id: Option<&str>| {
+        let b = builder().in_prefix("home/in/").out_prefix("home/out/");
+        match id {
+            Some(id) => b.node_id(id),
+            None => b,
+        }
+        .build()
+        .expect("valid")
+    };
+    let mut w = World::graph(22);
+    w.set_rssi(ROUTER, 0, Some(-50));
+    w.set_rssi(0, 1, Some(-60));
+    w.add_node(custom(None));
+    let kitchen = w.add_node(custom(Some("kitchen")));
+    wait_for(&mut w, 20, "both online", World::all_online);
+    assert_eq!(w.id(kitchen), "kitchen");
+    w.run_for(secs(1));
+    let available = w.retained("home/out/kitchen/info/available");
+    assert_eq!(available.as_deref(), Some(&b"online"[..]));
+    assert!(
+        w.publications()
+            .iter()
+            .all(|p| p.topic.starts_with("home/out/")),
+        "nothing under the default prefixes"
+    );
+    assert_eq!(
+        w.broker().session(0).map(|s| s.filters.clone()),
+        Some(vec!["home/in/#".into()])
+    );
+    w.broker_publish("home/in/kitchen/light", b"on", false);
+    w.broker_publish("esp8266-in/kitchen/light", b"ignored", false);
+    wait_for(&mut w, 1, "the kitchen message", |w| {
+        !w.messages(kitchen).is_empty()
+    });
+    w.run_for(secs(1));
+    assert_eq!(w.messages(kitchen).len(), 1);
+    assert_eq!(w.messages(kitchen)[0].payload, b"on");
+}
+
+#[test]
+fn retained_publication_from_deep_node_is_retained_at_the_broker() {
+    let mut w = World::line(3, &config(), 23);
+    wait_for(&mut w, 30, "three nodes online", World::all_online);
+    w.publish(2, "state", b"42", MsgType::RetainedQos1)
+        .expect("accepted");
+    let topic = out(&w, 2, "state");
+    wait_for(&mut w, 1, "the retained value", |w| {
+        w.retained(&topic).is_some()
+    });
+    assert_eq!(w.retained(&topic).as_deref(), Some(&b"42"[..]));
+    w.publish(2, "state", b"", MsgType::RetainedQos1)
+        .expect("accepted");
+    wait_for(&mut w, 1, "the retained value cleared", |w| {
+        w.retained(&topic).is_none()
+    });
+}
+
+#[test]
+fn a_joined_child_may_only_publish_into_the_mesh_topics() {
+    let mut w = World::from_edges(1, &config(), 24, &[(ROUTER, 0, -50)]);
+    wait_for(&mut w, 10, "root online", World::all_online);
+    let probe = w.connect_probe(0);
+    let join = encode(&Frame::JoinRequest(JoinRequest {
+        version: VERSION,
+        mesh_tag: w.node(0).mesh_key(),
+        node_id: "0C0C0C",
+        chip_id: 0x0C0C0C,
+        firmware_id: 0x1337,
+        firmware_version: "0.1",
+        subtree_height: 0,
+    }));
+    w.probe_send(probe, &join);
+    wait_for(&mut w, 1, "the join answer", |w| {
+        !w.probe_frames(probe).is_empty()
+    });
+    let frames = w.probe_frames(probe);
+    let mut path = Path::new();
+    path.push(w.node(0).id().clone()).expect("room");
+    assert_eq!(Frame::decode(&frames[0]), Ok(Frame::JoinAccept { path }));
+    assert!(w.node(0).children().any(|c| c.as_str() == "0C0C0C"));
+
+    for topic in ["elsewhere/x", "esp8266-out/0C0C0C/ok"] {
+        let publish = encode(&Frame::Publish {
+            id: 0,
+            msg_type: MsgType::Qos0,
+            topic,
+            payload: b"p",
+        });
+        w.probe_send(probe, &publish);
+    }
+    w.run_for(secs(1));
+    let relayed: Vec<&str> = w
+        .publications()
+        .iter()
+        .filter(|p| p.topic.contains("0C0C0C") || p.topic.starts_with("elsewhere"))
+        .map(|p| p.topic.as_str())
+        .collect();
+    assert_eq!(relayed, ["esp8266-out/0C0C0C/ok"]);
+    check(
+        &w,
+        w.node(0).counters().publish_rejected == 1,
+        "one refused",
+    );
+    check(
+        &w,
+        !w.probe_closed(probe),
+        "a refused publication does not cost the link",
+    );
+
+    // A wildcard topic is not even a valid frame: the link goes.
+    let mut wildcard = encode(&Frame::Publish {
+        id: 0,
+        msg_type: MsgType::Qos0,
+        topic: "esp8266-out/0C0C0C/X",
+        payload: b"p",
+    });
+    let at = wildcard
+        .iter()
+        .rposition(|&b| b == b'X')
+        .expect("topic byte");
+    wildcard[at] = b'#';
+    w.probe_send(probe, &wildcard);
+    wait_for(&mut w, 1, "the link to close", |w| w.probe_closed(probe));
+    check(
+        &w,
+        w.node(0).counters().malformed == 1,
+        "counted as malformed",
+    );
+    assert!(!w.publications().iter().any(|p| p.topic.contains('#')));
 }

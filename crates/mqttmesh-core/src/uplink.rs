@@ -156,3 +156,102 @@ fn match_router(config: &Config, entry: &ScanEntry) -> Option<u8> {
         })
         .and_then(|i| u8::try_from(i).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::identity::{ap_mac, mesh_key};
+
+    const ROUTER: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
+
+    fn config() -> Config {
+        Config::builder()
+            .firmware(0x1337, "0.1")
+            .network("home", "homepassword")
+            .build()
+            .unwrap()
+    }
+
+    fn key() -> u32 {
+        mesh_key(crate::config::DEFAULT_MESH_PASSWORD)
+    }
+
+    fn router(rssi: i8) -> ScanEntry {
+        entry(ROUTER, "home", rssi, false, None)
+    }
+
+    fn node(chip: u32, rssi: i8, depth: Option<u8>) -> ScanEntry {
+        entry(ap_mac(chip, key()), "", rssi, true, depth)
+    }
+
+    fn entry(bssid: Mac, ssid: &str, rssi: i8, hidden: bool, depth: Option<u8>) -> ScanEntry {
+        ScanEntry {
+            bssid,
+            ssid: ssid.try_into().unwrap(),
+            rssi,
+            channel: 6,
+            hidden,
+            depth,
+        }
+    }
+
+    fn order(scan: &[ScanEntry]) -> std::vec::Vec<Mac> {
+        rank(&config(), key(), 0x00_0001, scan, |_| false)
+            .iter()
+            .map(|c| c.bssid)
+            .collect()
+    }
+
+    /// Rows: (scan, expected order), compat.md "Choosing an uplink" plus depth.
+    #[test]
+    fn ranking_table() {
+        let a = ap_mac(0xA, key());
+        let b = ap_mac(0xB, key());
+        // A router at or above -77 dBm beats any mesh node.
+        assert_eq!(order(&[node(0xA, -30, Some(1)), router(-77)]), [ROUTER, a]);
+        // A weak router still beats a weaker mesh node...
+        assert_eq!(order(&[node(0xA, -85, Some(1)), router(-80)]), [ROUTER, a]);
+        // ...but not a stronger one.
+        assert_eq!(order(&[router(-84), node(0xA, -60, Some(1))]), [a, ROUTER]);
+        // Mesh nodes by RSSI.
+        assert_eq!(order(&[node(0xA, -70, None), node(0xB, -50, None)]), [b, a]);
+        // At similar RSSI the shallower parent wins; a much stronger deep one still wins.
+        assert_eq!(order(&[node(0xA, -55, Some(3)), node(0xB, -60, Some(1))]), [b, a]);
+        assert_eq!(order(&[node(0xA, -40, Some(3)), node(0xB, -70, Some(1))]), [a, b]);
+    }
+
+    #[test]
+    fn foreign_own_and_full_depth_candidates_are_skipped() {
+        let other_mesh = entry(ap_mac(0xC, mesh_key("another-mesh")), "", -40, true, None);
+        let stranger = entry(Mac([0x10, 0x20, 0x30, 0x40, 0x50, 0x60]), "", -40, true, None);
+        let open_net = entry(Mac([0x12, 0, 0, 0, 0, 9]), "cafe", -30, false, None);
+        let own = node(0x00_0001, -20, Some(1));
+        let too_deep = node(0xD, -40, Some(crate::config::DEFAULT_MAX_DEPTH));
+        assert!(order(&[other_mesh, stranger, open_net, own, too_deep]).is_empty());
+    }
+
+    #[test]
+    fn excluded_and_hidden_router_by_bssid() {
+        let hidden = Mac([0x02, 0, 0, 0, 0, 0x99]);
+        let config = Config::builder()
+            .firmware(1, "1")
+            .hidden_network("", hidden, "homepassword")
+            .build()
+            .unwrap();
+        let scan = [entry(hidden, "", -60, true, None), node(0xA, -50, None)];
+        let ranked = rank(&config, key(), 1, &scan, |b| *b == ap_mac(0xA, key()));
+        assert_eq!(ranked.len(), 1);
+        assert_eq!(ranked[0].kind, Kind::Router { network: 0 });
+    }
+
+    #[test]
+    fn keeps_the_best_when_the_scan_is_huge() {
+        let scan: std::vec::Vec<ScanEntry> = (1..=40).map(|i| node(0x100 + i, -90 + i as i8, None)).collect();
+        let ranked = rank(&config(), key(), 1, &scan, |_| false);
+        assert_eq!(ranked.len(), MAX_CANDIDATES);
+        assert_eq!(ranked[0].rssi, -50);
+        assert!(ranked.windows(2).all(|w| w[0].rssi >= w[1].rssi));
+    }
+}

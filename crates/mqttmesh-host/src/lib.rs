@@ -1,1 +1,14 @@
-//! Host runtime (placeholder).
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod broker;
+mod link;
+pub mod mesh;
+pub mod mosquitto;
+mod mqtt;
+pub mod observer;
+pub mod radio;
+pub mod runtime;
+pub mod topology;

@@ -1,1 +1,64 @@
-fn main() {}
+//! `mqttmesh`: the command-line tool of mqttmesh.
+//!
+//! Layer: on top of `mqttmesh-host`. Subcommands: `sim` (run an emulated mesh against
+//! the embedded broker or any MQTT broker). Firmware upload, monitoring and certificate
+//! tools arrive with their issues.
+
+mod nodeflags;
+mod sim;
+
+use clap::{Parser, Subcommand};
+
+/// Self-assembling WiFi mesh for ESP chips where every node reaches an MQTT broker.
+#[derive(Debug, Parser)]
+#[command(name = "mqttmesh", version, about)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an emulated mesh of nodes on this machine (real TCP on loopback, real MQTT).
+    Sim(sim::SimArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "error,rumqttd=off",
+        1 => "info,rumqttd=warn",
+        _ => "debug,rumqttd=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sim(args) => sim::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

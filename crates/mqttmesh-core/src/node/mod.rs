@@ -60,7 +60,7 @@ pub const LOG_QUEUE_LEN: usize = 16;
 /// Longest log line.
 pub const MAX_LOG_LEN: usize = 120;
 /// Free queue slots required before another inbound frame is processed.
-const HEADROOM: usize = CHILD_SLOTS + 4;
+const HEADROOM: usize = 2 * CHILD_SLOTS + 4;
 
 /// One of the node's TCP links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +83,9 @@ pub struct Publish {
 }
 
 /// Something the node wants the runtime to do.
+///
+/// Variants carry their data inline (no allocator); a publication is the big one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Scan for access points; answer with [`Node::handle_scan_done`].
@@ -143,6 +146,7 @@ pub enum Action {
 }
 
 /// Something for the application.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A message for this node: `(subtopic, payload)` as the original's callback.

@@ -196,7 +196,10 @@ impl Node {
 
     /// The parent accepted us; `path` is its path (root first, parent last).
     pub(super) fn on_join_accept(&mut self, now: Instant, path: Path) {
-        let reason = if path.iter().any(|id| *id == self.id) {
+        let reason = if path.is_empty() {
+            // A parent always names itself last.
+            Some(link::Reason::Protocol)
+        } else if path.contains(&self.id) {
             Some(link::Reason::Loop)
         } else if path.len() + 1 > usize::from(self.config.max_depth) {
             Some(link::Reason::TooDeep)
@@ -368,8 +371,20 @@ impl Node {
             self.ap_open = false;
             let _ = self.push_action(Action::CloseAp);
         }
-        for child in &mut self.children {
-            child.state = ChildState::Free;
+        // Tell the children why, so they re-join elsewhere at once.
+        for slot in 0..super::CHILD_SLOTS {
+            if !matches!(self.children[slot].state, ChildState::Free) {
+                self.children[slot].state = ChildState::Free;
+                // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+                let link = LinkId::Child(slot as u8);
+                let _ = self.send_frame(
+                    link,
+                    &Frame::Leave {
+                        reason: link::Reason::Going,
+                    },
+                );
+                let _ = self.push_action(Action::CloseLink(link));
+            }
         }
         match self.state {
             State::Root => {

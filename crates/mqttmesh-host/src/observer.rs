@@ -1,0 +1,187 @@
+//! An MQTT client that watches what the mesh publishes, as an outside user would:
+//! subscribed to `<out>#` at the broker, it counts demo-app counters (each distinct
+//! `(node, seq)` once) and keeps the retained state and a bounded message log.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
+
+/// Most messages kept in the log.
+pub const LOG_LIMIT: usize = 200_000;
+
+/// One observed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Retain flag as delivered (set for retained messages sent on subscription).
+    pub retain: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    counters: HashMap<String, HashSet<u64>>,
+    duplicates: u64,
+    retained: HashMap<String, Vec<u8>>,
+    log: Vec<Message>,
+    subscribed: bool,
+}
+
+/// A running observer.
+#[derive(Debug)]
+pub struct Observer {
+    state: Arc<Mutex<State>>,
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    /// Connects to `broker` and subscribes to `<out_prefix>#`; returns once subscribed
+    /// (or after 10 s with an error).
+    pub async fn start(
+        broker: SocketAddr,
+        out_prefix: &str,
+        client_id: &str,
+    ) -> Result<Observer, String> {
+        let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        let out = out_prefix.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => lock(&st).subscribed = true,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        record(&st, &out, &p.topic, &p.payload, p.retain)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(target: "mqttmesh::observer", "connection: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        client
+            .subscribe(format!("{out_prefix}#"), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&state).subscribed {
+            if tokio::time::Instant::now() > deadline {
+                task.abort();
+                return Err(format!("no SUBACK from the broker at {broker} within 10 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Observer {
+            state,
+            client,
+            task,
+        })
+    }
+
+    /// Distinct counter messages seen.
+    pub fn delivered(&self) -> u64 {
+        lock(&self.state)
+            .counters
+            .values()
+            .map(|s| s.len() as u64)
+            .sum()
+    }
+
+    /// Counter messages seen more than once.
+    pub fn duplicates(&self) -> u64 {
+        lock(&self.state).duplicates
+    }
+
+    /// The last retained payload seen on `topic` (an empty one clears it).
+    pub fn retained(&self, topic: &str) -> Option<Vec<u8>> {
+        lock(&self.state).retained.get(topic).cloned()
+    }
+
+    /// Messages seen so far whose topic satisfies `pred`.
+    pub fn messages(&self, pred: impl Fn(&str) -> bool) -> Vec<Message> {
+        lock(&self.state)
+            .log
+            .iter()
+            .filter(|m| pred(&m.topic))
+            .cloned()
+            .collect()
+    }
+
+    /// Publishes as an outside client.
+    pub async fn publish(&self, topic: &str, payload: &[u8], retain: bool) -> Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until `cond` holds on this observer, or `timeout` passes; whether it held.
+    pub async fn wait_for(&self, timeout: Duration, cond: impl Fn(&Observer) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn record(state: &Mutex<State>, out: &str, topic: &str, payload: &[u8], retain: bool) {
+    let mut st = lock(state);
+    if let Some(id) = topic
+        .strip_prefix(out)
+        .and_then(|rest| rest.strip_suffix(&format!("/{}", crate::app::COUNTER)))
+    {
+        if let Some(seq) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if !st.counters.entry(id.to_string()).or_default().insert(seq) {
+                st.duplicates += 1;
+            }
+        }
+    }
+    if retain || topic.contains("/info/") {
+        if payload.is_empty() {
+            st.retained.remove(topic);
+        } else {
+            st.retained.insert(topic.to_string(), payload.to_vec());
+        }
+    }
+    if st.log.len() < LOG_LIMIT {
+        st.log.push(Message {
+            topic: topic.to_string(),
+            payload: payload.to_vec(),
+            retain,
+        });
+    }
+}

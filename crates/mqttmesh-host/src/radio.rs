@@ -1,0 +1,479 @@
+//! The emulated radio: who hears whom at what RSSI, which access points are open, who
+//! is associated with whom, and how long radio operations take.
+//!
+//! Positions give RSSI by log-distance path loss; an explicit graph may replace them.
+//! A node may open TCP only to what its association allows (the broker when on the
+//! router, its parent's mesh port when on a node's AP): the runtime asks
+//! [`Radio::broker_reachable`] and [`Radio::parent_addr`] before connecting.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use heapless::String as HString;
+use mqttmesh_core::node::AssocError;
+use mqttmesh_core::uplink::ScanEntry;
+use mqttmesh_core::Mac;
+
+/// Radio propagation model.
+#[derive(Clone, Copy, Debug)]
+pub struct Model {
+    /// RSSI at 1 m, dBm.
+    pub rssi_at_1m: f64,
+    /// Path-loss exponent (2 free space, 3 indoors).
+    pub exponent: f64,
+    /// Weakest RSSI a scan reports, dBm.
+    pub threshold: i8,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            rssi_at_1m: -40.0,
+            exponent: 3.0,
+            threshold: -85,
+        }
+    }
+}
+
+impl Model {
+    /// RSSI at distance `d` metres.
+    pub fn rssi(&self, d: f64) -> i8 {
+        let d = d.max(1.0);
+        let r = self.rssi_at_1m - 10.0 * self.exponent * d.log10();
+        r.clamp(-127.0, 0.0).round() as i8
+    }
+}
+
+/// How long radio operations take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// A scan.
+    pub scan: Duration,
+    /// Association plus address.
+    pub associate: Duration,
+    /// Added to every frame on a mesh hop.
+    pub hop_latency: Duration,
+}
+
+impl Timing {
+    /// ESP-like defaults: scan ≈2 s, association ≈1 s, ≈10 ms per hop.
+    pub fn realistic() -> Self {
+        Timing {
+            scan: Duration::from_millis(2000),
+            associate: Duration::from_millis(1000),
+            hop_latency: Duration::from_millis(10),
+        }
+    }
+
+    /// A fast profile for tests.
+    pub fn fast() -> Self {
+        Timing {
+            scan: Duration::from_millis(150),
+            associate: Duration::from_millis(60),
+            hop_latency: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Where things are.
+#[derive(Clone, Debug)]
+pub enum Placement {
+    /// Router and nodes at positions (metres); RSSI from [`Model`].
+    Positions {
+        /// Router position.
+        router: (f64, f64),
+        /// Node positions, by node index.
+        nodes: Vec<(f64, f64)>,
+    },
+    /// An explicit graph with RSSI per edge.
+    Graph {
+        /// Number of nodes.
+        nodes: usize,
+        /// `(node, rssi)`: nodes that hear the router.
+        router: Vec<(usize, i8)>,
+        /// `(a, b, rssi)`: nodes that hear each other.
+        edges: Vec<(usize, usize, i8)>,
+    },
+}
+
+impl Placement {
+    /// Number of nodes placed.
+    pub fn len(&self) -> usize {
+        match self {
+            Placement::Positions { nodes, .. } => nodes.len(),
+            Placement::Graph { nodes, .. } => *nodes,
+        }
+    }
+
+    /// Whether no node is placed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The router as the radio sees it.
+#[derive(Clone, Debug)]
+pub struct Router {
+    /// SSID.
+    pub ssid: String,
+    /// BSSID.
+    pub bssid: Mac,
+    /// Passphrase.
+    pub password: String,
+    /// Channel.
+    pub channel: u8,
+}
+
+/// An open node AP.
+#[derive(Clone, Debug)]
+pub struct Ap {
+    /// BSSID.
+    pub bssid: Mac,
+    /// Hidden SSID.
+    pub ssid: String,
+    /// Mesh password.
+    pub password: String,
+    /// Channel.
+    pub channel: u8,
+    /// Stations admitted.
+    pub max_stations: u8,
+    /// The owner's depth, announced in beacons.
+    pub depth: u8,
+    /// Where the owner serves its mesh port.
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Assoc {
+    Router,
+    Ap(usize),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    aps: HashMap<usize, (Ap, HashSet<usize>)>,
+    assoc: HashMap<usize, Assoc>,
+    router_up: bool,
+}
+
+/// The shared radio of one emulated world.
+#[derive(Debug)]
+pub struct Radio {
+    model: Model,
+    timing: Timing,
+    placement: Placement,
+    router: Router,
+    state: Mutex<State>,
+}
+
+impl Radio {
+    /// A radio world.
+    pub fn new(model: Model, timing: Timing, placement: Placement, router: Router) -> Radio {
+        Radio {
+            model,
+            timing,
+            placement,
+            router,
+            state: Mutex::new(State {
+                router_up: true,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Timing profile.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Number of node slots.
+    pub fn len(&self) -> usize {
+        self.placement.len()
+    }
+
+    /// Whether the world has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.placement.is_empty()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; keep going with the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// RSSI at which node `node` hears the router, if at all.
+    pub fn rssi_router(&self, node: usize) -> Option<i8> {
+        let r = match &self.placement {
+            Placement::Positions { router, nodes } => {
+                self.model.rssi(dist(*router, *nodes.get(node)?))
+            }
+            Placement::Graph { router, .. } => router.iter().find(|(n, _)| *n == node)?.1,
+        };
+        (r >= self.model.threshold).then_some(r)
+    }
+
+    /// RSSI at which nodes `a` and `b` hear each other, if at all.
+    pub fn rssi(&self, a: usize, b: usize) -> Option<i8> {
+        if a == b {
+            return None;
+        }
+        let r = match &self.placement {
+            Placement::Positions { nodes, .. } => {
+                self.model.rssi(dist(*nodes.get(a)?, *nodes.get(b)?))
+            }
+            Placement::Graph { edges, .. } => {
+                edges
+                    .iter()
+                    .find(|(x, y, _)| (*x == a && *y == b) || (*x == b && *y == a))?
+                    .2
+            }
+        };
+        (r >= self.model.threshold).then_some(r)
+    }
+
+    /// What node `node` hears: the router (while up) and every open AP in range.
+    pub fn scan(&self, node: usize) -> Vec<ScanEntry> {
+        let state = self.state();
+        let mut out = Vec::new();
+        if state.router_up {
+            if let Some(rssi) = self.rssi_router(node) {
+                out.push(ScanEntry {
+                    bssid: self.router.bssid,
+                    ssid: hstr(&self.router.ssid),
+                    rssi,
+                    channel: self.router.channel,
+                    hidden: false,
+                    depth: None,
+                });
+            }
+        }
+        let mut owners: Vec<_> = state.aps.keys().copied().collect();
+        owners.sort_unstable();
+        for owner in owners {
+            let Some(rssi) = self.rssi(node, owner) else {
+                continue;
+            };
+            let (ap, _) = &state.aps[&owner];
+            out.push(ScanEntry {
+                bssid: ap.bssid,
+                ssid: HString::new(),
+                rssi,
+                channel: ap.channel,
+                hidden: true,
+                depth: Some(ap.depth),
+            });
+        }
+        out
+    }
+
+    /// Associates `node` with `bssid` using `password`; its address on success.
+    pub fn associate(
+        &self,
+        node: usize,
+        bssid: Mac,
+        password: &str,
+    ) -> Result<Ipv4Addr, AssocError> {
+        let mut state = self.state();
+        release(&mut state, node);
+        if bssid == self.router.bssid {
+            if !state.router_up || self.rssi_router(node).is_none() {
+                return Err(AssocError::NotFound);
+            }
+            if password != self.router.password {
+                return Err(AssocError::AuthFailed);
+            }
+            state.assoc.insert(node, Assoc::Router);
+            return Ok(
+                Ipv4Addr::new(10, 0, (node >> 8) as u8, (node & 0xFF) as u8).saturating_host()
+            );
+        }
+        let Some(owner) = state
+            .aps
+            .iter()
+            .find(|(_, (ap, _))| ap.bssid == bssid)
+            .map(|(o, _)| *o)
+        else {
+            return Err(AssocError::NotFound);
+        };
+        if self.rssi(node, owner).is_none() {
+            return Err(AssocError::NotFound);
+        }
+        let (ap, stations) = state.aps.get_mut(&owner).ok_or(AssocError::NotFound)?;
+        if password != ap.password {
+            return Err(AssocError::AuthFailed);
+        }
+        if stations.len() >= usize::from(ap.max_stations) {
+            return Err(AssocError::Full);
+        }
+        stations.insert(node);
+        let slot = stations.len() as u8 + 1;
+        state.assoc.insert(node, Assoc::Ap(owner));
+        Ok(Ipv4Addr::new(
+            10,
+            128 | ((owner >> 8) & 0x7F) as u8,
+            (owner & 0xFF) as u8,
+            slot,
+        ))
+    }
+
+    /// Ends `node`'s association, if any.
+    pub fn disassociate(&self, node: usize) {
+        release(&mut self.state(), node);
+    }
+
+    /// Whether `node` may open a connection to the broker (on the router, router up).
+    pub fn broker_reachable(&self, node: usize) -> bool {
+        let state = self.state();
+        state.router_up && state.assoc.get(&node) == Some(&Assoc::Router)
+    }
+
+    /// The mesh port of the AP `node` is associated with.
+    pub fn parent_addr(&self, node: usize) -> Option<SocketAddr> {
+        let state = self.state();
+        match state.assoc.get(&node)? {
+            Assoc::Ap(owner) => state.aps.get(owner).map(|(ap, _)| ap.addr),
+            Assoc::Router => None,
+        }
+    }
+
+    /// `node` opens its AP.
+    pub fn open_ap(&self, node: usize, ap: Ap) {
+        self.state().aps.insert(node, (ap, HashSet::new()));
+    }
+
+    /// `node` closes its AP; its stations are disassociated.
+    pub fn close_ap(&self, node: usize) {
+        let mut state = self.state();
+        if let Some((_, stations)) = state.aps.remove(&node) {
+            for s in stations {
+                state.assoc.remove(&s);
+            }
+        }
+    }
+
+    /// `node` is gone (crashed or restarted): its AP and association vanish.
+    pub fn remove_node(&self, node: usize) {
+        self.close_ap(node);
+        self.disassociate(node);
+    }
+
+    /// Takes the router down or brings it back. Down: every router association ends.
+    pub fn set_router_up(&self, up: bool) {
+        let mut state = self.state();
+        state.router_up = up;
+        if !up {
+            state.assoc.retain(|_, a| *a != Assoc::Router);
+        }
+    }
+}
+
+fn release(state: &mut State, node: usize) {
+    if let Some(Assoc::Ap(owner)) = state.assoc.remove(&node) {
+        if let Some((_, stations)) = state.aps.get_mut(&owner) {
+            stations.remove(&node);
+        }
+    }
+}
+
+fn dist(a: (f64, f64), b: (f64, f64)) -> f64 {
+    ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+}
+
+fn hstr<const N: usize>(s: &str) -> HString<N> {
+    let mut out = HString::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+trait SaturatingHost {
+    fn saturating_host(self) -> Self;
+}
+
+impl SaturatingHost for Ipv4Addr {
+    /// Avoids `.0` and `.255` host parts.
+    fn saturating_host(self) -> Self {
+        let [a, b, c, d] = self.octets();
+        Ipv4Addr::new(a, b, c, d.clamp(2, 254))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn radio() -> Radio {
+        Radio::new(
+            Model::default(),
+            Timing::fast(),
+            Placement::Positions {
+                router: (0.0, 0.0),
+                nodes: vec![(10.0, 0.0), (35.0, 0.0), (200.0, 0.0)],
+            },
+            Router {
+                ssid: "router".into(),
+                bssid: Mac([0x02, 0, 0, 0, 0, 1]),
+                password: "routerpass".into(),
+                channel: 6,
+            },
+        )
+    }
+
+    #[test]
+    fn rssi_falls_with_distance_and_threshold_hides() {
+        let r = radio();
+        assert_eq!(r.rssi_router(0), Some(-70));
+        assert!(r.rssi_router(1).is_none());
+        assert!(r.rssi(0, 1).is_some());
+        assert!(r.rssi(0, 2).is_none());
+        assert_eq!(r.scan(0).len(), 1);
+        assert!(r.scan(2).is_empty());
+    }
+
+    #[test]
+    fn association_checks_password_range_and_capacity() {
+        let r = radio();
+        let bssid = r.router().bssid;
+        assert_eq!(r.associate(0, bssid, "wrong"), Err(AssocError::AuthFailed));
+        assert!(r.associate(0, bssid, "routerpass").is_ok());
+        assert!(r.broker_reachable(0));
+        assert_eq!(
+            r.associate(1, bssid, "routerpass"),
+            Err(AssocError::NotFound)
+        );
+        let ap = Ap {
+            bssid: Mac([0xAA, 0, 0, 0, 0, 1]),
+            ssid: "mesh".into(),
+            password: "meshpass".into(),
+            channel: 6,
+            max_stations: 0,
+            depth: 1,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        r.open_ap(0, ap.clone());
+        assert_eq!(r.associate(1, ap.bssid, "meshpass"), Err(AssocError::Full));
+        r.open_ap(
+            0,
+            Ap {
+                max_stations: 1,
+                ..ap.clone()
+            },
+        );
+        assert!(r.associate(1, ap.bssid, "meshpass").is_ok());
+        assert_eq!(r.parent_addr(1), Some(ap.addr));
+        r.close_ap(0);
+        assert_eq!(r.parent_addr(1), None);
+        r.set_router_up(false);
+        assert!(!r.broker_reachable(0));
+    }
+}

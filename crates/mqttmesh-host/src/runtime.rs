@@ -1,0 +1,573 @@
+//! The tokio node runtime: one task per node drives a core [`Node`] over real TCP
+//! sockets on loopback, the emulated [`Radio`], and a rumqttc broker session.
+//!
+//! The loop is the core's run-loop contract: after every input, drain transmits,
+//! actions, events and log lines; then wait for the next input or `poll_timeout()`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use mqttmesh_core::link::MAX_FRAME;
+use mqttmesh_core::node::{Action, AssocError, Counters, Event, Level, LinkId, Node, Parent};
+use mqttmesh_core::{Config, Instant, Mac};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::link::{self, LinkHandle};
+use crate::mqtt::Session;
+use crate::radio::{Ap, Radio};
+
+/// What reaches a node task.
+#[derive(Debug)]
+pub(crate) enum Input {
+    ScanDone(u64),
+    AssocReady(u64, Mac, String),
+    Mqtt(u64, MqttInput),
+    LinkOpened(u64, TcpStream),
+    LinkData(LinkId, u64, Vec<u8>),
+    LinkClosed(LinkId, u64),
+    ChildAccepted(TcpStream),
+}
+
+/// Broker session events.
+#[derive(Debug)]
+pub(crate) enum MqttInput {
+    Connected,
+    Message(String, Vec<u8>),
+    Disconnected(String),
+}
+
+/// Control of a running node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Crash: sockets drop without goodbye, the broker publishes the last will.
+    Kill,
+    /// Stop or resume the demo app's periodic publications.
+    Publishing(bool),
+}
+
+/// What the outside world can see of a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    /// Node ID.
+    pub id: String,
+    /// Chip ID.
+    pub chip_id: u32,
+    /// The task is running.
+    pub alive: bool,
+    /// Path to the broker up.
+    pub online: bool,
+    /// Depth (root = 1) while online.
+    pub depth: Option<u8>,
+    /// `"router"`, a parent node ID, or `None`.
+    pub parent: Option<String>,
+    /// Joined children.
+    pub children: Vec<String>,
+    /// Counters.
+    pub counters: Counters,
+    /// Demo-app publications accepted by the node.
+    pub published: u64,
+    /// The demo LED.
+    pub led: bool,
+    /// Messages the application received.
+    pub received: u64,
+}
+
+/// Everything one node task needs.
+#[derive(Debug)]
+pub struct NodeSpec {
+    /// Index in the radio world.
+    pub index: usize,
+    /// Chip ID.
+    pub chip_id: u32,
+    /// Node configuration.
+    pub config: Config,
+    /// Seed for the node's generator.
+    pub seed: u64,
+    /// Broker address (reachable only through the router).
+    pub broker: SocketAddr,
+    /// Demo-app publication interval.
+    pub publish_interval: std::time::Duration,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// Index in the radio world.
+    pub index: usize,
+    status: Arc<Mutex<NodeStatus>>,
+    control: mpsc::UnboundedSender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// Starts a node task.
+    pub async fn start(
+        spec: NodeSpec,
+        radio: Arc<Radio>,
+        epoch: tokio::time::Instant,
+    ) -> std::io::Result<NodeHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let status = Arc::new(Mutex::new(NodeStatus {
+            chip_id: spec.chip_id,
+            alive: true,
+            ..NodeStatus::default()
+        }));
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let index = spec.index;
+        let task = tokio::spawn(run(
+            spec,
+            radio,
+            epoch,
+            listener,
+            status.clone(),
+            control_rx,
+        ));
+        Ok(NodeHandle {
+            index,
+            status,
+            control,
+            task,
+        })
+    }
+
+    /// A snapshot of the node.
+    pub fn status(&self) -> NodeStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Sends a control command.
+    pub fn control(&self, c: Control) {
+        let _ = self.control.send(c);
+    }
+
+    /// Whether the task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Driver {
+    spec: NodeSpec,
+    radio: Arc<Radio>,
+    epoch: tokio::time::Instant,
+    node: Node,
+    inputs: mpsc::UnboundedSender<Input>,
+    pending: VecDeque<Input>,
+    links: HashMap<LinkId, LinkHandle>,
+    session: Option<Session>,
+    listen: SocketAddr,
+    gen: u64,
+    assoc_gen: u64,
+    parent_gen: u64,
+    scan_gen: u64,
+    app: App,
+    status: Arc<Mutex<NodeStatus>>,
+    restarts: u64,
+}
+
+async fn run(
+    spec: NodeSpec,
+    radio: Arc<Radio>,
+    epoch: tokio::time::Instant,
+    listener: TcpListener,
+    status: Arc<Mutex<NodeStatus>>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let (inputs, mut rx) = mpsc::unbounded_channel();
+    let listen = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let accept_tx = inputs.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            if accept_tx.send(Input::ChildAccepted(stream)).is_err() {
+                return;
+            }
+        }
+    });
+    let now = Instant::from_millis(epoch.elapsed().as_millis() as u64);
+    let node = Node::new(
+        spec.config.clone(),
+        spec.chip_id,
+        spec.seed,
+        "Power on",
+        now,
+    );
+    let app = App::new(spec.publish_interval);
+    let mut d = Driver {
+        spec,
+        radio,
+        epoch,
+        node,
+        inputs,
+        pending: VecDeque::new(),
+        links: HashMap::new(),
+        session: None,
+        listen,
+        gen: 0,
+        assoc_gen: 0,
+        parent_gen: 0,
+        scan_gen: 0,
+        app,
+        status,
+        restarts: 0,
+    };
+    loop {
+        d.drain();
+        d.publish_status();
+        let deadline = d
+            .node
+            .poll_timeout()
+            .map(|t| d.epoch + std::time::Duration::from_millis(t.millis()));
+        let app_due = d.app.next_due(d.node.connected());
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(Control::Kill) | None => break,
+                Some(Control::Publishing(on)) => d.app.set_enabled(on),
+            },
+            input = rx.recv() => match input {
+                Some(input) => d.handle(input),
+                None => break,
+            },
+            _ = sleep_opt(deadline) => {
+                let now = d.now();
+                d.node.handle_timeout(now);
+            }
+            _ = sleep_opt(app_due) => {
+                d.app.tick(&mut d.node);
+            }
+        }
+    }
+    // Crash: every socket drops without goodbye.
+    acceptor.abort();
+    d.links.clear();
+    if let Some(s) = d.session.take() {
+        s.abort();
+    }
+    d.radio.remove_node(d.spec.index);
+    let mut st = lock(&d.status);
+    st.alive = false;
+    st.online = false;
+    st.depth = None;
+    st.parent = None;
+    st.children.clear();
+}
+
+async fn sleep_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    fn later(&self, after: std::time::Duration, input: Input) {
+        let tx = self.inputs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(input);
+        });
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        let index = self.spec.index;
+        match input {
+            Input::ScanDone(gen) if gen == self.scan_gen => {
+                let entries = self.radio.scan(index);
+                self.node.handle_scan_done(now, &entries);
+            }
+            Input::AssocReady(gen, bssid, password) if gen == self.assoc_gen => {
+                let result = self.radio.associate(index, bssid, &password);
+                self.node.handle_associated(now, bssid, result);
+            }
+            Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
+            {
+                MqttInput::Connected => self.node.handle_mqtt_connected(now),
+                MqttInput::Message(topic, payload) => {
+                    self.node.handle_mqtt_message(now, &topic, &payload)
+                }
+                MqttInput::Disconnected(why) => {
+                    tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "broker session: {why}");
+                    self.session = None;
+                    self.node.handle_mqtt_disconnected(now);
+                }
+            },
+            Input::LinkOpened(gen, stream) if gen == self.parent_gen => {
+                let handle = link::spawn(
+                    LinkId::Parent,
+                    self.next_gen(),
+                    stream,
+                    self.radio.timing().hop_latency,
+                    self.inputs.clone(),
+                );
+                self.links.insert(LinkId::Parent, handle);
+                self.node.handle_link_opened(now, LinkId::Parent);
+            }
+            Input::LinkData(link, gen, data) if self.link_gen(link) == Some(gen) => {
+                let mut offset = 0;
+                while offset < data.len() {
+                    let now = self.now();
+                    offset += self.node.handle_link_data(now, link, &data[offset..]);
+                    if offset < data.len() {
+                        self.drain();
+                    }
+                }
+            }
+            Input::LinkClosed(link, gen) if self.link_gen(link) == Some(gen) => {
+                self.links.remove(&link);
+                self.node.handle_link_closed(now, link);
+            }
+            Input::ChildAccepted(stream) => match self.node.handle_child_connected(now) {
+                Some(link) => {
+                    let handle = link::spawn(
+                        link,
+                        self.next_gen(),
+                        stream,
+                        self.radio.timing().hop_latency,
+                        self.inputs.clone(),
+                    );
+                    self.links.insert(link, handle);
+                }
+                None => drop(stream),
+            },
+            // Stale: an earlier scan, association, session or link.
+            _ => {}
+        }
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    fn link_gen(&self, link: LinkId) -> Option<u64> {
+        self.links.get(&link).map(|h| h.gen)
+    }
+
+    /// The run-loop contract: transmits, actions, events, logs, until all are empty.
+    fn drain(&mut self) {
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            let mut busy = false;
+            while let Some((link, len)) = self.node.poll_transmit(&mut buf) {
+                busy = true;
+                if let Some(h) = self.links.get(&link) {
+                    h.send(buf[..len].to_vec());
+                }
+            }
+            while let Some(action) = self.node.poll_action() {
+                busy = true;
+                self.execute(action);
+            }
+            while let Some(event) = self.node.poll_event() {
+                busy = true;
+                if let Event::Message { .. } = event {
+                    lock(&self.status).received += 1;
+                }
+                self.app.handle(&mut self.node, event);
+            }
+            while let Some(line) = self.node.poll_log() {
+                let id = self.node.id();
+                match line.level {
+                    Level::Warn => {
+                        tracing::warn!(target: "mqttmesh::node", node = %id, "{}", line.text)
+                    }
+                    Level::Info => {
+                        tracing::info!(target: "mqttmesh::node", node = %id, "{}", line.text)
+                    }
+                    Level::Debug => {
+                        tracing::debug!(target: "mqttmesh::node", node = %id, "{}", line.text)
+                    }
+                }
+            }
+            if let Some(input) = self.pending.pop_front() {
+                busy = true;
+                self.handle(input);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        let index = self.spec.index;
+        let timing = self.radio.timing();
+        match action {
+            Action::Scan => {
+                self.scan_gen += 1;
+                self.later(timing.scan, Input::ScanDone(self.scan_gen));
+            }
+            Action::Associate {
+                bssid, password, ..
+            } => {
+                self.assoc_gen += 1;
+                self.later(
+                    timing.associate,
+                    Input::AssocReady(self.assoc_gen, bssid, password.to_string()),
+                );
+            }
+            Action::Disassociate => {
+                self.assoc_gen += 1;
+                self.radio.disassociate(index);
+            }
+            Action::ConnectMqtt {
+                client_id,
+                will_topic,
+            } => {
+                let gen = self.next_gen();
+                if self.radio.broker_reachable(index) {
+                    let broker = self.spec.broker;
+                    self.session = Some(Session::open(
+                        &self.spec.config,
+                        &broker.ip().to_string(),
+                        broker.port(),
+                        &client_id,
+                        &will_topic,
+                        gen,
+                        self.inputs.clone(),
+                    ));
+                } else {
+                    self.session = None;
+                    self.pending.push_back(Input::Mqtt(
+                        gen,
+                        MqttInput::Disconnected("not on the router".into()),
+                    ));
+                    // Let the failure through the generation check.
+                    self.session = None;
+                    let now = self.now();
+                    self.pending.pop_back();
+                    self.node.handle_mqtt_disconnected(now);
+                }
+            }
+            Action::DisconnectMqtt => {
+                if let Some(s) = self.session.take() {
+                    s.close();
+                }
+            }
+            Action::Subscribe { filter } => {
+                if let Some(s) = &self.session {
+                    s.subscribe(&filter);
+                }
+            }
+            Action::Publish(p) => {
+                let ok = self.session.as_ref().is_some_and(|s| s.publish(&p));
+                if !ok {
+                    tracing::warn!(target: "mqttmesh::node", node = %self.node.id(), "publish to {} dropped: session busy or gone", p.topic);
+                }
+            }
+            Action::OpenParentLink => {
+                self.parent_gen += 1;
+                let gen = self.parent_gen;
+                match self.radio.parent_addr(index) {
+                    Some(addr) => {
+                        let tx = self.inputs.clone();
+                        let gen_link = gen;
+                        tokio::spawn(async move {
+                            match TcpStream::connect(addr).await {
+                                Ok(stream) => {
+                                    let _ = tx.send(Input::LinkOpened(gen_link, stream));
+                                }
+                                Err(_) => {
+                                    let _ = tx.send(Input::LinkClosed(LinkId::Parent, u64::MAX));
+                                }
+                            }
+                        });
+                    }
+                    None => {
+                        let now = self.now();
+                        self.node.handle_link_closed(now, LinkId::Parent);
+                    }
+                }
+            }
+            Action::CloseLink(link) => {
+                if link == LinkId::Parent {
+                    self.parent_gen += 1;
+                }
+                self.links.remove(&link);
+            }
+            Action::OpenAp {
+                ssid,
+                bssid,
+                channel,
+                max_children,
+                depth,
+            } => {
+                self.radio.open_ap(
+                    index,
+                    Ap {
+                        bssid,
+                        ssid: ssid.to_string(),
+                        password: self.spec.config.mesh_password.to_string(),
+                        channel,
+                        max_stations: max_children,
+                        depth,
+                        addr: self.listen,
+                    },
+                );
+            }
+            Action::CloseAp => {
+                self.radio.close_ap(index);
+                self.links.retain(|l, _| *l == LinkId::Parent);
+            }
+            Action::Restart => self.restart(),
+        }
+    }
+
+    /// Like a chip reset: everything drops, a fresh `Node` starts.
+    fn restart(&mut self) {
+        self.links.clear();
+        if let Some(s) = self.session.take() {
+            s.abort();
+        }
+        self.radio.remove_node(self.spec.index);
+        self.scan_gen += 1;
+        self.assoc_gen += 1;
+        self.parent_gen += 1;
+        self.restarts += 1;
+        let now = self.now();
+        self.node = Node::new(
+            self.spec.config.clone(),
+            self.spec.chip_id,
+            self.spec.seed.wrapping_add(self.restarts),
+            "Restart",
+            now,
+        );
+    }
+
+    fn publish_status(&self) {
+        let mut st = lock(&self.status);
+        st.id = self.node.id().to_string();
+        st.online = self.node.connected();
+        st.depth = self.node.depth();
+        st.parent = match self.node.parent() {
+            Parent::None => None,
+            Parent::Router { .. } => Some("router".into()),
+            Parent::Node { id, .. } => Some(id.to_string()),
+        };
+        st.children = self.node.children().map(|c| c.to_string()).collect();
+        st.counters = *self.node.counters();
+        st.published = self.app.published();
+        st.led = self.app.led();
+    }
+}
+
+/// The placeholder address a node shows before it has one.
+pub const NO_IP: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+
+#[allow(dead_code)]
+fn _assoc_error_is_used(e: AssocError) -> AssocError {
+    e
+}

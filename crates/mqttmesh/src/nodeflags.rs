@@ -1,0 +1,91 @@
+//! The node configuration flags, shared by every command that configures nodes.
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use mqttmesh_core::config::{self, Config, Timing};
+use mqttmesh_core::Duration;
+
+/// Node configuration (same names wherever a command configures nodes).
+#[derive(Debug, Clone, Args)]
+pub struct NodeFlags {
+    /// Firmware ID, hex (with or without 0x).
+    #[arg(long, default_value = "1337", value_name = "HEX")]
+    pub firmware_id: String,
+    /// Firmware version string.
+    #[arg(long, default_value = "0.1", value_name = "STR")]
+    pub firmware_version: String,
+    /// Mesh password (WPA2 passphrase of every node's hidden AP).
+    #[arg(long, default_value = config::DEFAULT_MESH_PASSWORD)]
+    pub mesh_password: String,
+    /// Base of the nodes' hidden SSIDs.
+    #[arg(long, default_value = config::DEFAULT_MESH_SSID_BASE)]
+    pub mesh_ssid_base: String,
+    /// Prefix of topics to nodes.
+    #[arg(long, default_value = config::DEFAULT_IN_PREFIX)]
+    pub in_topic: String,
+    /// Prefix of topics from nodes.
+    #[arg(long, default_value = config::DEFAULT_OUT_PREFIX)]
+    pub out_topic: String,
+    /// Children per node.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CHILDREN)]
+    pub max_children: u8,
+    /// Deepest a node may sit (the root is depth 1).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_DEPTH)]
+    pub max_depth: u8,
+    /// Mesh port.
+    #[arg(long, default_value_t = config::DEFAULT_MESH_PORT)]
+    pub mesh_port: u16,
+    /// SSID of the (emulated) router.
+    #[arg(long, default_value = "mqttmesh-router")]
+    pub router_ssid: String,
+    /// Passphrase of the (emulated) router.
+    #[arg(long, default_value = "router-password")]
+    pub router_password: String,
+    /// MQTT user name.
+    #[arg(long)]
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    #[arg(long, requires = "mqtt_username")]
+    pub mqtt_password: Option<String>,
+}
+
+impl NodeFlags {
+    /// A validated node configuration for `broker`, with `timing`.
+    pub fn config(&self, broker_host: &str, broker_port: u16, timing: Timing) -> Result<Config> {
+        let fw = mqttmesh_core::topic::parse_firmware_id(&self.firmware_id).ok_or_else(|| {
+            anyhow!(
+                "--firmware-id {:?} is not a hex number (e.g. 1337 or 0x1337)",
+                self.firmware_id
+            )
+        })?;
+        let mut b = Config::builder()
+            .firmware(fw, &self.firmware_version)
+            .network(&self.router_ssid, &self.router_password)
+            .mesh_password(&self.mesh_password)
+            .mesh_ssid_base(&self.mesh_ssid_base)
+            .broker(broker_host, broker_port)
+            .in_prefix(&self.in_topic)
+            .out_prefix(&self.out_topic)
+            .max_children(self.max_children)
+            .max_depth(self.max_depth)
+            .mesh_port(self.mesh_port)
+            .timing(timing);
+        if let Some(user) = &self.mqtt_username {
+            b = b.mqtt_credentials(user, self.mqtt_password.as_deref().unwrap_or(""));
+        }
+        b.build()
+            .map_err(|e| anyhow!("{e} (fix the matching --flag)"))
+    }
+}
+
+/// Node timers for the fast test profile.
+pub fn fast_timing() -> Timing {
+    Timing {
+        scan_timeout: Duration::from_secs(5),
+        associate_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(3),
+        keepalive_interval: Duration::from_millis(1000),
+        link_timeout: Duration::from_millis(4000),
+        retry_backoff: Duration::from_millis(300),
+    }
+}

@@ -1,0 +1,264 @@
+//! `mqttmesh sim`: an emulated mesh on this machine, against the embedded broker or
+//! any MQTT broker, with live progress, a tree and summary at the end, and a JSON report.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mqttmesh_core::config::Timing as NodeTiming;
+use mqttmesh_host::broker::EmbeddedBroker;
+use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
+use mqttmesh_host::observer::Observer;
+use mqttmesh_host::radio::{Model, Placement, Timing};
+use mqttmesh_host::topology;
+use serde::Serialize;
+
+use crate::nodeflags::{fast_timing, NodeFlags};
+
+/// Radio and timer profile.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Profile {
+    /// ESP-like timing: scan ≈2 s, association ≈1 s, 10 ms per hop; default node timers.
+    Realistic,
+    /// Shortened timing for quick runs and tests.
+    Fast,
+}
+
+/// `mqttmesh sim` arguments.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 25)]
+    nodes: usize,
+    /// line, grid, random, or a JSON topology file.
+    #[arg(long, default_value = "grid")]
+    topology: String,
+    /// Seed for placement, chip IDs and node jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// `embedded` (an in-process broker on a free loopback port) or HOST:PORT.
+    #[arg(long, default_value = "embedded")]
+    broker: String,
+    /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
+    #[arg(long, value_name = "SECS", conflicts_with = "until_formed")]
+    duration: Option<u64>,
+    /// Stop once every node is online (the default without --duration).
+    #[arg(long)]
+    until_formed: bool,
+    /// Give up waiting for formation after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    formation_timeout: u64,
+    /// Write a JSON report here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Timing profile.
+    #[arg(long, value_enum, default_value = "realistic")]
+    profile: Profile,
+    /// Seconds between the demo app's counter publications.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    publish_interval: f64,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+#[derive(Debug, Serialize)]
+struct Messages {
+    published: u64,
+    delivered: u64,
+    duplicates: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    nodes: usize,
+    online: usize,
+    formation_ms: Option<u64>,
+    max_depth: u8,
+    depth_histogram: BTreeMap<u8, usize>,
+    seed: u64,
+    topology: String,
+    broker: String,
+    messages: Messages,
+    rejected_joins: u64,
+    malformed: u64,
+    node_list: Vec<NodeRow>,
+}
+
+/// Runs the simulation.
+pub async fn run(args: SimArgs) -> Result<ExitCode> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let placement = placement(&args)?;
+    let (broker, _embedded) = broker(&args.broker)?;
+    let (timing, node_timing) = match args.profile {
+        Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
+        Profile::Fast => (Timing::fast(), fast_timing()),
+    };
+    let config = args
+        .node
+        .config(&broker.ip().to_string(), broker.port(), node_timing)?;
+    let observer = Observer::start(
+        broker,
+        &config.out_prefix,
+        &format!("mqttmesh-sim-observer-{}", std::process::id()),
+    )
+    .await
+    .map_err(|e| {
+        anyhow!("cannot watch the broker at {broker}: {e}; is it running and reachable?")
+    })?;
+    let spec = MeshSpec {
+        placement,
+        model: Model::default(),
+        timing,
+        config,
+        broker,
+        seed: args.seed,
+        publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
+    };
+    let n = spec.placement.len();
+    let mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
+    eprintln!(
+        "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
+        args.topology, args.seed
+    );
+
+    let bar = progress_bar(n as u64);
+    let formation_deadline = Duration::from_secs(args.formation_timeout);
+    let total = args.duration.map(Duration::from_secs);
+    let mut formation_ms = None;
+    let mut last_line = std::time::Instant::now();
+    loop {
+        let online = mesh.online();
+        let elapsed = mesh.elapsed();
+        bar.set_position(online as u64);
+        bar.set_message(histogram_text(&mesh.depth_histogram()));
+        if bar.is_hidden() && last_line.elapsed() >= Duration::from_secs(2) {
+            last_line = std::time::Instant::now();
+            eprintln!(
+                "[{:>6.1}s] online {online}/{n}  depth {}",
+                elapsed.as_secs_f64(),
+                histogram_text(&mesh.depth_histogram())
+            );
+        }
+        if formation_ms.is_none() && online == n {
+            formation_ms = Some(elapsed.as_millis() as u64);
+            bar.println(format!(
+                "all {n} nodes online after {:.1} s",
+                elapsed.as_secs_f64()
+            ));
+            if total.is_none() {
+                break;
+            }
+        }
+        match total {
+            Some(t) if elapsed >= t => break,
+            None if elapsed >= formation_deadline => {
+                bar.println(format!(
+                    "formation timed out after {} s",
+                    args.formation_timeout
+                ));
+                break;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+
+    // Let what was published arrive before counting.
+    mesh.set_publishing(false);
+    let published = mesh.published();
+    observer
+        .wait_for(Duration::from_secs(10), |o| o.delivered() >= published)
+        .await;
+
+    let rows = mesh.rows();
+    let statuses = mesh.statuses();
+    let report = Report {
+        nodes: n,
+        online: rows.iter().filter(|r| r.online).count(),
+        formation_ms,
+        max_depth: rows.iter().filter_map(|r| r.depth).max().unwrap_or(0),
+        depth_histogram: mesh.depth_histogram(),
+        seed: args.seed,
+        topology: args.topology.clone(),
+        broker: broker.to_string(),
+        messages: Messages {
+            published,
+            delivered: observer.delivered(),
+            duplicates: observer.duplicates(),
+        },
+        rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
+        malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
+        node_list: rows,
+    };
+    println!("{}", render_tree(&report.node_list));
+    println!(
+        "nodes {}  online {}  formation {}  max depth {}  published {}  delivered {}  duplicates {}",
+        report.nodes,
+        report.online,
+        report.formation_ms.map_or("not reached".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+        report.max_depth,
+        report.messages.published,
+        report.messages.delivered,
+        report.messages.duplicates,
+    );
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    mesh.shutdown();
+    Ok(if report.online == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn placement(args: &SimArgs) -> Result<Placement> {
+    Ok(match args.topology.as_str() {
+        "line" => topology::line(args.nodes),
+        "grid" => topology::grid(args.nodes),
+        "random" => topology::random(args.nodes, args.seed),
+        file => topology::from_file(std::path::Path::new(file))
+            .map_err(|e| anyhow!("{e} (--topology takes line, grid, random or a file)"))?,
+    })
+}
+
+fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
+    if spec == "embedded" {
+        let b = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .context("cannot start the embedded broker")?;
+        return Ok((b.addr(), Some(b)));
+    }
+    let addr = spec
+        .to_socket_addrs()
+        .with_context(|| format!("--broker {spec:?}: expected `embedded` or HOST:PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("--broker {spec:?} resolves to no address"))?;
+    Ok((addr, None))
+}
+
+fn progress_bar(n: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] online {pos:>4}/{len} {bar:30} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn histogram_text(h: &BTreeMap<u8, usize>) -> String {
+    h.iter()
+        .map(|(d, c)| format!("d{d}:{c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

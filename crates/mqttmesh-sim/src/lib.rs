@@ -23,8 +23,29 @@
 //!   flight; cuts lose everything silently;
 //! - broker: sessions with last wills, wildcard subscriptions, retained messages and an
 //!   observer log ([`broker`]);
-//! - faults: [`World::kill`], [`World::revive`], [`World::router_down`],
-//!   [`World::cut_link`], byte injection and scripted probe peers.
+//! - faults: [`World::kill`], [`World::crash`], [`World::revive`],
+//!   [`World::router_down`], [`World::cut_link`], byte injection and scripted probe
+//!   peers ([`World::inject`], [`World::connect_probe`]).
+//!
+//! # Example
+//!
+//! ```
+//! use mqttmesh_core::{Config, Duration};
+//! use mqttmesh_sim::{World, ROUTER_PASSWORD, ROUTER_SSID};
+//!
+//! let config = Config::builder()
+//!     .network(ROUTER_SSID, ROUTER_PASSWORD)
+//!     .build()
+//!     .expect("valid config");
+//! // Three nodes in a line: only the first hears the router.
+//! let mut world = World::line(3, &config, 7);
+//! let deadline = world.within(Duration::from_secs(120));
+//! assert!(world.run_until(deadline, World::all_online), "{}", world.report(10));
+//! assert_eq!(world.node(2).depth(), Some(3));
+//! // Its announcements are still travelling up: give them a moment.
+//! world.run_for(Duration::from_secs(1));
+//! assert_eq!(world.retained("esp8266-out/0A0003/info/available").as_deref(), Some(&b"online"[..]));
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

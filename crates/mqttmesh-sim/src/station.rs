@@ -40,9 +40,9 @@ impl World {
             }
             return Ok(Assoc::Router);
         }
-        let target = (0..self.nodes.len()).find(|&j| {
+        let target = self.by_bssid.get(&bssid).copied().filter(|&j| {
             let slot = &self.nodes[j];
-            j != idx && slot.alive && slot.ap.is_some() && slot.node.ap_mac() == bssid
+            j != idx && slot.alive && slot.ap.is_some()
         });
         let Some(ap) = target.filter(|&j| in_range(Endpoint::Node(j))) else {
             return Err(AssocError::NotFound);

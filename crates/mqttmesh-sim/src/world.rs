@@ -97,6 +97,8 @@ pub struct World {
     pub(crate) next_conn: u64,
     pub(crate) probes: Vec<Probe>,
     pub(crate) dropped: u64,
+    /// AP MAC → node (fixed per node: chip ID and mesh password).
+    pub(crate) by_bssid: BTreeMap<Mac, NodeIdx>,
     pub(crate) steps: u64,
 }
 
@@ -143,6 +145,7 @@ impl World {
             next_conn: 0,
             probes: Vec::new(),
             dropped: 0,
+            by_bssid: BTreeMap::new(),
             steps: 0,
         }
     }
@@ -191,6 +194,7 @@ impl World {
             "Power on",
             self.now,
         );
+        self.by_bssid.insert(node.ap_mac(), idx);
         self.nodes.push(Slot {
             node,
             alive: true,

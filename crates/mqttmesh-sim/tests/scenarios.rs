@@ -101,5 +101,7 @@ fn hold_off(w: &mut World, idxs: &[usize]) {
 mod faults;
 #[path = "scenarios/formation.rs"]
 mod formation;
+#[path = "scenarios/hostile.rs"]
+mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;

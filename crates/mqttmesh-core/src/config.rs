@@ -75,7 +75,8 @@ pub struct Timing {
     pub keepalive_interval: Duration,
     /// Declare a link dead after this long without any frame.
     pub link_timeout: Duration,
-    /// Wait this long before rescanning once every candidate failed (doubles up to 8x).
+    /// Wait this long before rescanning when a scan found nothing, or (doubling up to
+    /// 8x) once every candidate failed.
     pub retry_backoff: Duration,
 }
 
@@ -87,7 +88,7 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             link_timeout: Duration::from_secs(15),
-            retry_backoff: Duration::from_secs(2),
+            retry_backoff: Duration::from_secs(1),
         }
     }
 }

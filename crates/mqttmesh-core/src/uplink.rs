@@ -218,14 +218,26 @@ mod tests {
         // Mesh nodes by RSSI.
         assert_eq!(order(&[node(0xA, -70, None), node(0xB, -50, None)]), [b, a]);
         // At similar RSSI the shallower parent wins; a much stronger deep one still wins.
-        assert_eq!(order(&[node(0xA, -55, Some(3)), node(0xB, -60, Some(1))]), [b, a]);
-        assert_eq!(order(&[node(0xA, -40, Some(3)), node(0xB, -70, Some(1))]), [a, b]);
+        assert_eq!(
+            order(&[node(0xA, -55, Some(3)), node(0xB, -60, Some(1))]),
+            [b, a]
+        );
+        assert_eq!(
+            order(&[node(0xA, -40, Some(3)), node(0xB, -70, Some(1))]),
+            [a, b]
+        );
     }
 
     #[test]
     fn foreign_own_and_full_depth_candidates_are_skipped() {
         let other_mesh = entry(ap_mac(0xC, mesh_key("another-mesh")), "", -40, true, None);
-        let stranger = entry(Mac([0x10, 0x20, 0x30, 0x40, 0x50, 0x60]), "", -40, true, None);
+        let stranger = entry(
+            Mac([0x10, 0x20, 0x30, 0x40, 0x50, 0x60]),
+            "",
+            -40,
+            true,
+            None,
+        );
         let open_net = entry(Mac([0x12, 0, 0, 0, 0, 9]), "cafe", -30, false, None);
         let own = node(0x00_0001, -20, Some(1));
         let too_deep = node(0xD, -40, Some(crate::config::DEFAULT_MAX_DEPTH));
@@ -248,7 +260,9 @@ mod tests {
 
     #[test]
     fn keeps_the_best_when_the_scan_is_huge() {
-        let scan: std::vec::Vec<ScanEntry> = (1..=40).map(|i| node(0x100 + i, -90 + i as i8, None)).collect();
+        let scan: std::vec::Vec<ScanEntry> = (1..=40)
+            .map(|i| node(0x100 + i, -90 + i as i8, None))
+            .collect();
         let ranked = rank(&config(), key(), 1, &scan, |_| false);
         assert_eq!(ranked.len(), MAX_CANDIDATES);
         assert_eq!(ranked[0].rssi, -50);

@@ -41,7 +41,8 @@ pub struct SimArgs {
     /// Seed for placement, chip IDs and node jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// `embedded` (an in-process broker on a free loopback port) or HOST:PORT.
+    /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`, or
+    /// HOST:PORT of any MQTT 3.1.1 broker.
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
@@ -234,9 +235,16 @@ fn placement(args: &SimArgs) -> Result<Placement> {
 }
 
 fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
-    if spec == "embedded" {
-        let b = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .context("cannot start the embedded broker")?;
+    if let Some(port) = spec.strip_prefix("embedded") {
+        let port: u16 = match port.strip_prefix(':') {
+            Some(p) => p
+                .parse()
+                .map_err(|_| anyhow!("--broker {spec:?}: the port after `embedded:` must be a number"))?,
+            None if port.is_empty() => 0,
+            None => bail!("--broker {spec:?}: expected `embedded`, `embedded:PORT` or HOST:PORT"),
+        };
+        let b = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port)))
+            .with_context(|| format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?"))?;
         return Ok((b.addr(), Some(b)));
     }
     let addr = spec

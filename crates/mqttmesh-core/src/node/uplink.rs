@@ -82,6 +82,15 @@ impl Node {
             Level::Debug,
             format_args!("scan: {} APs, {n} candidates", entries.len()),
         );
+        if n == 0 {
+            // Nothing to join yet (our would-be parent may still be forming): look again
+            // soon, without the exponential backoff meant for candidates that fail.
+            self.state = State::Idle;
+            let base = self.config.timing.retry_backoff;
+            let jitter = Duration::from_millis(self.rand.below(base.millis() / 2 + 1));
+            self.deadline = Some(now + base + jitter);
+            return;
+        }
         self.try_next_candidate(now);
     }
 

@@ -1,0 +1,230 @@
+//! Stations and power: association with the router or a node's hidden AP (range,
+//! password, capacity), and the faults that take nodes or the router away.
+
+use std::net::Ipv4Addr;
+
+use mqttmesh_core::node::{AssocError, Node};
+use mqttmesh_core::uplink::ScanEntry;
+use mqttmesh_core::Mac;
+
+use crate::events::Ev;
+use crate::radio::{Endpoint, NodeIdx};
+use crate::world::{Assoc, World, ROUTER_BSSID, ROUTER_SSID};
+
+impl World {
+    /// What associating node `idx` with `bssid` using `password` would give now:
+    /// the address, or why not (out of range or gone, wrong password, AP full).
+    pub fn check_association(
+        &self,
+        idx: NodeIdx,
+        bssid: Mac,
+        password: &str,
+    ) -> Result<Ipv4Addr, AssocError> {
+        self.association(idx, bssid, password)
+            .map(|assoc| self.address(idx, assoc))
+    }
+
+    fn association(&self, idx: NodeIdx, bssid: Mac, password: &str) -> Result<Assoc, AssocError> {
+        let me = Endpoint::Node(idx);
+        let in_range = |other: Endpoint| {
+            self.radio
+                .rssi(me, other)
+                .is_some_and(|r| r >= self.threshold)
+        };
+        if bssid == ROUTER_BSSID {
+            if !self.router_up || !in_range(Endpoint::Router) {
+                return Err(AssocError::NotFound);
+            }
+            if password != self.router_password {
+                return Err(AssocError::AuthFailed);
+            }
+            return Ok(Assoc::Router);
+        }
+        let target = self.by_bssid.get(&bssid).copied().filter(|&j| {
+            let slot = &self.nodes[j];
+            j != idx && slot.alive && slot.ap.is_some()
+        });
+        let Some(ap) = target.filter(|&j| in_range(Endpoint::Node(j))) else {
+            return Err(AssocError::NotFound);
+        };
+        let slot = &self.nodes[ap];
+        if password != slot.node.config().mesh_password.as_str() {
+            return Err(AssocError::AuthFailed);
+        }
+        let max = slot.ap.map_or(0, |a| usize::from(a.max_children));
+        if self.enforce_capacity && self.stations(ap).len() >= max {
+            return Err(AssocError::Full);
+        }
+        Ok(Assoc::Ap(ap))
+    }
+
+    pub(crate) fn on_associated(&mut self, idx: NodeIdx, epoch: u64, bssid: Mac, password: &str) {
+        let slot = &self.nodes[idx];
+        if !slot.alive || slot.sta_epoch != epoch {
+            return;
+        }
+        let result = self.association(idx, bssid, password);
+        let now = self.now;
+        let answer = match result {
+            Ok(assoc) => {
+                self.nodes[idx].assoc = Some(assoc);
+                Ok(self.address(idx, assoc))
+            }
+            Err(e) => {
+                self.log_world(idx, &format!("association with {bssid} failed: {e}"));
+                Err(e)
+            }
+        };
+        self.nodes[idx].node.handle_associated(now, bssid, answer);
+        self.drain(idx);
+    }
+
+    /// Nodes associated with node `ap`'s access point.
+    pub fn stations(&self, ap: NodeIdx) -> Vec<NodeIdx> {
+        (0..self.nodes.len())
+            .filter(|&j| self.nodes[j].alive && self.nodes[j].assoc == Some(Assoc::Ap(ap)))
+            .collect()
+    }
+
+    /// Everything a powered-off node holds goes: links (peers are told), AP, association,
+    /// broker session (its will is published), timers.
+    fn power_off(&mut self, idx: NodeIdx, silent: bool) {
+        if silent {
+            self.break_links(idx);
+        }
+        let slot = &mut self.nodes[idx];
+        slot.alive = false;
+        slot.incarnation += 1;
+        slot.sta_epoch += 1;
+        slot.mqtt_epoch += 1;
+        slot.pending_mqtt = None;
+        slot.timer = None;
+        slot.assoc = None;
+        self.close_all_links(idx, false);
+        self.close_ap(idx);
+        self.drop_session(idx);
+    }
+
+    fn power_on(&mut self, idx: NodeIdx, reason: &str) {
+        let incarnation = self.nodes[idx].incarnation;
+        let seed = self.node_seed(idx, incarnation);
+        let slot = &mut self.nodes[idx];
+        let config = slot.node.config().clone();
+        let chip_id = slot.node.chip_id();
+        slot.node = Node::new(config, chip_id, seed, reason, self.now);
+        slot.alive = true;
+        slot.last_timeout = None;
+        self.drain(idx);
+    }
+
+    /// Pulls node `idx`'s plug: its peers see its links close, the broker publishes its
+    /// will if it was a root. Its `Node` stays readable until [`World::revive`].
+    pub fn kill(&mut self, idx: NodeIdx) {
+        if self.nodes[idx].alive {
+            self.log_world(idx, "killed");
+            self.power_off(idx, false);
+        }
+    }
+
+    /// Like [`World::kill`], but its links die silently, as when a chip browns out:
+    /// peers only notice through their keep-alives. Its broker session still drops at
+    /// once (the model has no broker keep-alive).
+    pub fn crash(&mut self, idx: NodeIdx) {
+        if self.nodes[idx].alive {
+            self.log_world(idx, "crashed");
+            self.power_off(idx, true);
+        }
+    }
+
+    /// Powers a killed node on again: a fresh `Node`, reset reason `Power on`.
+    pub fn revive(&mut self, idx: NodeIdx) {
+        if !self.nodes[idx].alive {
+            self.log_world(idx, "revived");
+            self.power_on(idx, "Power on");
+        }
+    }
+
+    /// Restarts node `idx` (what `Action::Restart` does): off, then a fresh `Node`
+    /// with reset reason `reason`.
+    pub fn restart(&mut self, idx: NodeIdx, reason: &str) {
+        self.log_world(idx, &format!("restart ({reason})"));
+        self.power_off(idx, false);
+        self.nodes[idx].restarts += 1;
+        self.power_on(idx, reason);
+    }
+
+    /// The router goes away: it vanishes from scans, its stations lose their
+    /// association, and the roots' broker sessions drop (wills are published).
+    pub fn router_down(&mut self) {
+        self.router_up = false;
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].assoc != Some(Assoc::Router) {
+                continue;
+            }
+            self.nodes[idx].assoc = None;
+            if self.broker.session(idx).is_some() {
+                self.drop_session(idx);
+                let inc = self.nodes[idx].incarnation;
+                self.schedule(
+                    mqttmesh_core::Duration::ZERO,
+                    Ev::MqttLost { node: idx, inc },
+                );
+            }
+        }
+    }
+
+    /// The router is back.
+    pub fn router_up(&mut self) {
+        self.router_up = true;
+    }
+
+    /// What node `idx` hears now.
+    pub fn scan(&mut self, idx: NodeIdx) -> Vec<ScanEntry> {
+        let me = Endpoint::Node(idx);
+        let mut out = Vec::new();
+        if self.router_up {
+            if let Some(rssi) = self.audible(me, Endpoint::Router) {
+                let mut ssid = heapless::String::new();
+                let _ = ssid.push_str(ROUTER_SSID);
+                out.push(ScanEntry {
+                    bssid: ROUTER_BSSID,
+                    ssid,
+                    rssi,
+                    channel: 1,
+                    hidden: false,
+                    depth: None,
+                });
+            }
+        }
+        for j in 0..self.nodes.len() {
+            let Some(ap) = self.nodes[j].ap.filter(|_| self.nodes[j].alive && j != idx) else {
+                continue;
+            };
+            if let Some(rssi) = self.audible(me, Endpoint::Node(j)) {
+                out.push(ScanEntry {
+                    bssid: self.nodes[j].node.ap_mac(),
+                    ssid: heapless::String::new(),
+                    rssi,
+                    channel: ap.channel,
+                    hidden: true,
+                    depth: Some(ap.depth),
+                });
+            }
+        }
+        out
+    }
+
+    /// RSSI as a scan reports it (with noise), if above the threshold.
+    fn audible(&mut self, a: Endpoint, b: Endpoint) -> Option<i8> {
+        let rssi = self.radio.rssi(a, b).filter(|r| *r >= self.threshold)?;
+        let noise = i16::from(self.rssi_noise);
+        let jitter = if noise > 0 {
+            // Cannot truncate: below(2n+1) - n is within ±n <= ±255.
+            self.rng.below(2 * noise as u64 + 1) as i16 - noise
+        } else {
+            0
+        };
+        // Cannot truncate: clamped to the i8 range.
+        Some((i16::from(rssi) + jitter).clamp(-127, 0) as i8)
+    }
+}

@@ -29,6 +29,7 @@ fn timing() -> Timing {
         keepalive_interval: secs(1),
         link_timeout: secs(3),
         retry_backoff: ms(500),
+        mqtt_keepalive: secs(10),
     }
 }
 

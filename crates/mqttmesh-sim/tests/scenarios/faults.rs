@@ -204,8 +204,6 @@ fn random_kills_and_revivals_always_reconverge() {
 }
 
 #[test]
-#[ignore = "core bug: node/children.rs on_join_request counts the joiner's own stale slot \
-            towards max_children and answers Full before the duplicate-ID eviction"]
 fn crashed_child_rejoins_its_full_parent_at_once() {
     // Realistic link timers: a rebooted child is back before its parent notices.
     let slow = Timing {
@@ -238,8 +236,6 @@ fn crashed_child_rejoins_its_full_parent_at_once() {
 }
 
 #[test]
-#[ignore = "core bug: a parent that times out a silently rebooted child publishes a retained \
-            `offline` for it after the child already re-joined elsewhere and published `online`"]
 fn rebooted_node_is_not_reported_offline_by_its_old_parent() {
     // Realistic link timers: a rebooted node is back long before its old parent notices.
     let slow = Timing {
@@ -277,8 +273,6 @@ fn rebooted_node_is_not_reported_offline_by_its_old_parent() {
 }
 
 #[test]
-#[ignore = "core bug: stale retained `offline` from a parent that times out a child which \
-            already re-joined elsewhere (see rebooted_node_is_not_reported_offline_by_its_old_parent)"]
 fn random_faults_with_realistic_link_timers_leave_a_truthful_broker() {
     let realistic = builder().timing(Timing::default()).build().expect("valid");
     for seed in 200..215u64 {

@@ -65,7 +65,7 @@ impl Session {
                         let _ = inputs.send(Input::Mqtt(gen, MqttInput::Connected));
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let msg = MqttInput::Message(p.topic, p.payload.to_vec());
+                        let msg = MqttInput::Message(p.topic, p.payload.to_vec(), p.retain);
                         if inputs.send(Input::Mqtt(gen, msg)).is_err() {
                             return;
                         }

@@ -4,12 +4,12 @@
 //! The loop is the core's run-loop contract: after every input, drain transmits,
 //! actions, events and log lines; then wait for the next input or `poll_timeout()`.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use mqttmesh_core::link::MAX_FRAME;
-use mqttmesh_core::node::{Action, AssocError, Counters, Event, Level, LinkId, Node, Parent};
+use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, Parent};
 use mqttmesh_core::{Config, Instant, Mac};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ pub(crate) enum Input {
     ScanDone(u64),
     AssocReady(u64, Mac, String),
     Mqtt(u64, MqttInput),
-    LinkOpened(u64, TcpStream),
+    LinkOpened(u64, std::io::Result<TcpStream>),
     LinkData(LinkId, u64, Vec<u8>),
     LinkClosed(LinkId, u64),
     ChildAccepted(TcpStream),
@@ -35,7 +35,8 @@ pub(crate) enum Input {
 #[derive(Debug)]
 pub(crate) enum MqttInput {
     Connected,
-    Message(String, Vec<u8>),
+    /// Topic, payload, retain flag.
+    Message(String, Vec<u8>, bool),
     Disconnected(String),
 }
 
@@ -159,7 +160,6 @@ struct Driver {
     epoch: tokio::time::Instant,
     node: Node,
     inputs: mpsc::UnboundedSender<Input>,
-    pending: VecDeque<Input>,
     links: HashMap<LinkId, LinkHandle>,
     session: Option<Session>,
     listen: SocketAddr,
@@ -207,7 +207,6 @@ async fn run(
         epoch,
         node,
         inputs,
-        pending: VecDeque::new(),
         links: HashMap::new(),
         session: None,
         listen,
@@ -295,8 +294,11 @@ impl Driver {
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
             {
                 MqttInput::Connected => self.node.handle_mqtt_connected(now),
-                MqttInput::Message(topic, payload) => {
+                MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
+                }
+                MqttInput::Message(topic, payload, true) => {
+                    self.node.handle_mqtt_retained(now, &topic, &payload)
                 }
                 MqttInput::Disconnected(why) => {
                     tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "broker session: {why}");
@@ -304,7 +306,7 @@ impl Driver {
                     self.node.handle_mqtt_disconnected(now);
                 }
             },
-            Input::LinkOpened(gen, stream) if gen == self.parent_gen => {
+            Input::LinkOpened(gen, Ok(stream)) if gen == self.parent_gen => {
                 let handle = link::spawn(
                     LinkId::Parent,
                     self.next_gen(),
@@ -314,6 +316,10 @@ impl Driver {
                 );
                 self.links.insert(LinkId::Parent, handle);
                 self.node.handle_link_opened(now, LinkId::Parent);
+            }
+            Input::LinkOpened(gen, Err(e)) if gen == self.parent_gen => {
+                tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "parent link: {e}");
+                self.node.handle_link_closed(now, LinkId::Parent);
             }
             Input::LinkData(link, gen, data) if self.link_gen(link) == Some(gen) => {
                 let mut offset = 0;
@@ -392,10 +398,6 @@ impl Driver {
                     }
                 }
             }
-            if let Some(input) = self.pending.pop_front() {
-                busy = true;
-                self.handle(input);
-            }
             if !busy {
                 return;
             }
@@ -440,15 +442,10 @@ impl Driver {
                         self.inputs.clone(),
                     ));
                 } else {
-                    self.session = None;
-                    self.pending.push_back(Input::Mqtt(
-                        gen,
-                        MqttInput::Disconnected("not on the router".into()),
-                    ));
-                    // Let the failure through the generation check.
+                    // No route to the broker from here: fail at once, as a refused TCP
+                    // connect would.
                     self.session = None;
                     let now = self.now();
-                    self.pending.pop_back();
                     self.node.handle_mqtt_disconnected(now);
                 }
             }
@@ -476,14 +473,8 @@ impl Driver {
                         let tx = self.inputs.clone();
                         let gen_link = gen;
                         tokio::spawn(async move {
-                            match TcpStream::connect(addr).await {
-                                Ok(stream) => {
-                                    let _ = tx.send(Input::LinkOpened(gen_link, stream));
-                                }
-                                Err(_) => {
-                                    let _ = tx.send(Input::LinkClosed(LinkId::Parent, u64::MAX));
-                                }
-                            }
+                            let _ = tx
+                                .send(Input::LinkOpened(gen_link, TcpStream::connect(addr).await));
                         });
                     }
                     None => {
@@ -562,12 +553,4 @@ impl Driver {
         st.published = self.app.published();
         st.led = self.app.led();
     }
-}
-
-/// The placeholder address a node shows before it has one.
-pub const NO_IP: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
-
-#[allow(dead_code)]
-fn _assoc_error_is_used(e: AssocError) -> AssocError {
-    e
 }

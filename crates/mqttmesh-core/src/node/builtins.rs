@@ -37,6 +37,26 @@ impl Node {
         self.on_downstream(now, topic, payload);
     }
 
+    /// A message the broker delivered because it was retained (the retain flag of an
+    /// incoming PUBLISH). Handled like [`Node::handle_mqtt_message`], except that a
+    /// retained `Restart` is ignored: it would be replayed on every subscription and
+    /// restart the mesh in a loop.
+    pub fn handle_mqtt_retained(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        let restart = matches!(
+            topic::parse_incoming(&self.config.in_prefix, topic),
+            Some(Incoming::Node { sub: "Restart", .. } | Incoming::Broadcast { sub: "Restart" })
+        );
+        if restart {
+            self.counters.malformed += 1;
+            self.log(
+                Level::Warn,
+                format_args!("ignoring retained {topic}: clear it at the broker"),
+            );
+            return;
+        }
+        self.handle_mqtt_message(now, topic, payload);
+    }
+
     /// A message travelling down: act on it here, and pass it on to the children that
     /// may need it.
     pub(super) fn on_downstream(&mut self, _now: Instant, topic: &str, payload: &[u8]) {
@@ -167,5 +187,106 @@ impl Node {
             let topic = topic::connect(&self.config.out_prefix);
             let _ = self.send_up(&topic, line.as_bytes(), MsgType::None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::borrow::ToOwned;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::identity::Mac;
+    use crate::uplink::ScanEntry;
+
+    const ROUTER: Mac = Mac([0x02, 0, 0, 0, 0, 1]);
+
+    /// A node driven to `Root`, its queues drained.
+    fn root() -> Node {
+        let config = Config::builder()
+            .firmware(0x1337, "0.1")
+            .network("home", "home-password")
+            .build()
+            .unwrap();
+        let mut node = Node::new(config, 0xA1B2, 1, "Power on", Instant::ZERO);
+        let t = node.poll_timeout().unwrap();
+        node.handle_timeout(t);
+        let scan = [ScanEntry {
+            bssid: ROUTER,
+            ssid: "home".try_into().unwrap(),
+            rssi: -50,
+            channel: 6,
+            hidden: false,
+            depth: None,
+        }];
+        node.handle_scan_done(t, &scan);
+        node.handle_associated(t, ROUTER, Ok(core::net::Ipv4Addr::new(10, 0, 0, 2)));
+        node.handle_mqtt_connected(t);
+        assert!(node.connected());
+        while node.poll_action().is_some() {}
+        node
+    }
+
+    fn restarts(node: &mut Node) -> usize {
+        let mut n = 0;
+        while let Some(a) = node.poll_action() {
+            n += usize::from(a == Action::Restart);
+        }
+        n
+    }
+
+    #[test]
+    fn retained_restart_is_ignored_live_restart_is_not() {
+        let mut node = root();
+        let now = Instant::from_millis(1000);
+        node.handle_mqtt_retained(now, "esp8266-in/broadcast/Restart", b"");
+        node.handle_mqtt_retained(now, "esp8266-in/00A1B2/Restart", b"");
+        assert_eq!(restarts(&mut node), 0);
+        assert_eq!(node.counters().malformed, 2);
+        node.handle_mqtt_message(now, "esp8266-in/00A1B2/Restart", b"");
+        assert_eq!(restarts(&mut node), 1);
+    }
+
+    #[test]
+    fn ping_and_fw_answer_on_out_topics() {
+        let mut node = root();
+        let now = Instant::from_millis(1000);
+        node.handle_mqtt_message(now, "esp8266-in/00A1B2/Ping", b"");
+        node.handle_mqtt_message(now, "esp8266-in/fw/anything", b"");
+        let mut published = std::vec::Vec::new();
+        while let Some(a) = node.poll_action() {
+            if let Action::Publish(p) = a {
+                published.push((p.topic.as_str().to_owned(), p.payload.to_vec()));
+            }
+        }
+        assert_eq!(
+            published[0],
+            ("esp8266-out/00A1B2/Ping".into(), b"1".to_vec())
+        );
+        assert_eq!(
+            published[1],
+            (
+                "esp8266-out/00A1B2/fw".into(),
+                b"ChipID:00A1B2 FirmwareID:1337 v0.1 IP:10.0.0.2".to_vec()
+            )
+        );
+    }
+
+    #[test]
+    fn reannounces_online_after_the_stale_offline_window() {
+        let mut node = root();
+        let timing = node.config().timing;
+        let due = Instant::ZERO + timing.mqtt_keepalive.mul_div(3, 2) + timing.keepalive_interval;
+        let at = node.poll_timeout().unwrap();
+        assert!(
+            at <= due + crate::time::Duration::from_millis(200),
+            "{at} > {due}"
+        );
+        node.handle_timeout(due + crate::time::Duration::from_millis(200));
+        let again = core::iter::from_fn(|| node.poll_action()).any(|a| {
+            matches!(a, Action::Publish(p) if p.topic.as_str() == "esp8266-out/00A1B2/info/available" && p.payload.as_slice() == b"online")
+        });
+        assert!(again);
     }
 }

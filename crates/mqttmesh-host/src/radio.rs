@@ -55,15 +55,26 @@ pub struct Timing {
     pub associate: Duration,
     /// Added to every frame on a mesh hop.
     pub hop_latency: Duration,
+    /// Air-time budget of one node's radio, bits per second, shared by everything it
+    /// sends on its uplink and its AP (0: unlimited).
+    pub bandwidth_bps: u64,
+    /// Probability that a frame is lost on the air and resent.
+    pub loss: f64,
+    /// What a resend costs (TCP's retransmission timeout on a mesh link).
+    pub retransmit_delay: Duration,
 }
 
 impl Timing {
-    /// ESP-like defaults: scan ≈2 s, association ≈1 s, ≈10 ms per hop.
+    /// ESP-like defaults: scan ≈2 s, association ≈1 s, ≈10 ms per hop, 5 Mbit/s of
+    /// air time per radio, no loss.
     pub fn realistic() -> Self {
         Timing {
             scan: Duration::from_millis(2000),
             associate: Duration::from_millis(1000),
             hop_latency: Duration::from_millis(10),
+            bandwidth_bps: 5_000_000,
+            loss: 0.0,
+            retransmit_delay: Duration::from_millis(200),
         }
     }
 
@@ -73,6 +84,9 @@ impl Timing {
             scan: Duration::from_millis(150),
             associate: Duration::from_millis(60),
             hop_latency: Duration::from_millis(1),
+            bandwidth_bps: 50_000_000,
+            loss: 0.0,
+            retransmit_delay: Duration::from_millis(20),
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::link::{self, LinkHandle};
+use crate::link::{self, Airtime, LinkHandle};
 use crate::mqtt::Session;
 use crate::radio::{Ap, Radio};
 
@@ -161,6 +161,7 @@ struct Driver {
     node: Node,
     inputs: mpsc::UnboundedSender<Input>,
     links: HashMap<LinkId, LinkHandle>,
+    airtime: Arc<Airtime>,
     session: Option<Session>,
     listen: SocketAddr,
     gen: u64,
@@ -208,6 +209,7 @@ async fn run(
         node,
         inputs,
         links: HashMap::new(),
+        airtime: Airtime::new(),
         session: None,
         listen,
         gen: 0,
@@ -311,7 +313,9 @@ impl Driver {
                     LinkId::Parent,
                     self.next_gen(),
                     stream,
-                    self.radio.timing().hop_latency,
+                    self.radio.timing(),
+                    self.airtime.clone(),
+                    self.spec.seed ^ self.gen,
                     self.inputs.clone(),
                 );
                 self.links.insert(LinkId::Parent, handle);
@@ -341,7 +345,9 @@ impl Driver {
                         link,
                         self.next_gen(),
                         stream,
-                        self.radio.timing().hop_latency,
+                        self.radio.timing(),
+                        self.airtime.clone(),
+                        self.spec.seed ^ self.gen,
                         self.inputs.clone(),
                     );
                     self.links.insert(link, handle);

@@ -40,13 +40,22 @@ fn config(broker: SocketAddr) -> Config {
 }
 
 async fn start(broker: SocketAddr, seed: u64) -> (Mesh, Observer) {
+    start_with(broker, seed, topology::grid(NODES), Timing::fast()).await
+}
+
+async fn start_with(
+    broker: SocketAddr,
+    seed: u64,
+    placement: mqttmesh_host::radio::Placement,
+    timing: Timing,
+) -> (Mesh, Observer) {
     let observer = Observer::start(broker, OUT, &format!("e2e-observer-{seed}"))
         .await
         .expect("observer connects");
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::grid(NODES),
+        placement,
         model: Model::default(),
-        timing: Timing::fast(),
+        timing,
         config: config(broker),
         broker,
         seed,
@@ -275,4 +284,36 @@ async fn mesh_end_to_end_on_embedded_broker() {
     let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .expect("embedded broker starts");
     suite(broker.addr(), 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_narrow_links_still_deliver_everything() {
+    let broker = Mosquitto::start().expect("mosquitto starts (scripts/test installs it)");
+    let timing = Timing {
+        loss: 0.3,
+        bandwidth_bps: 200_000,
+        ..Timing::fast()
+    };
+    let (mesh, obs) = start_with(broker.addr(), 21, topology::line(5), timing).await;
+    assert!(
+        mesh.wait_for(FORM, |m| m.all_online()).await,
+        "lossy line did not form:\n{}",
+        render_tree(&mesh.rows())
+    );
+    assert!(
+        mesh.wait_for(WAIT, |m| m.published() >= 20).await,
+        "nodes did not publish"
+    );
+    mesh.set_publishing(false);
+    // Everything the nodes accepted arrives (TCP resends what the air lost).
+    let delivered = obs
+        .wait_for(WAIT, |o| o.delivered() == mesh.published())
+        .await;
+    assert!(
+        delivered,
+        "published {}, delivered {}",
+        mesh.published(),
+        obs.delivered()
+    );
+    assert_eq!(obs.duplicates(), 0);
 }

@@ -60,6 +60,12 @@ pub struct SimArgs {
     /// Timing profile.
     #[arg(long, value_enum, default_value = "realistic")]
     profile: Profile,
+    /// Air-time budget of each node's radio, kbit/s (0: unlimited; default: the profile's).
+    #[arg(long, value_name = "KBPS")]
+    bandwidth: Option<u64>,
+    /// Probability that a mesh frame is lost on the air and resent (0..1).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    loss: f64,
     /// Seconds between the demo app's counter publications.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     publish_interval: f64,
@@ -97,10 +103,17 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     }
     let placement = placement(&args)?;
     let (broker, _embedded) = broker(&args.broker)?;
-    let (timing, node_timing) = match args.profile {
+    let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), fast_timing()),
     };
+    if !(0.0..1.0).contains(&args.loss) {
+        bail!("--loss {} must be at least 0 and below 1", args.loss);
+    }
+    timing.loss = args.loss;
+    if let Some(kbps) = args.bandwidth {
+        timing.bandwidth_bps = kbps.saturating_mul(1000);
+    }
     let config = args
         .node
         .config(&broker.ip().to_string(), broker.port(), node_timing)?;
@@ -174,10 +187,12 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
 
     // Let what was published arrive before counting.
     mesh.set_publishing(false);
-    let published = mesh.published();
     observer
-        .wait_for(Duration::from_secs(10), |o| o.delivered() >= published)
+        .wait_for(Duration::from_secs(10), |o| {
+            o.delivered() >= mesh.published()
+        })
         .await;
+    let published = mesh.published();
 
     let rows = mesh.rows();
     let statuses = mesh.statuses();

@@ -1,0 +1,205 @@
+//! What goes in and out of a [`Node`](super::Node): links, actions, events, log lines,
+//! counters.
+
+use heapless::{String, Vec};
+
+use crate::identity::{Mac, NodeId};
+use crate::link::MAX_PAYLOAD;
+use crate::topic::{MsgType, Topic};
+
+#[allow(unused_imports)]
+use super::Node;
+use super::MAX_LOG_LEN;
+
+/// One of the node's TCP links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkId {
+    /// The link to our mesh parent.
+    Parent,
+    /// A child's link, by slot.
+    Child(u8),
+}
+
+/// A message for the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    /// Full MQTT topic.
+    pub topic: Topic,
+    /// Payload.
+    pub payload: Vec<u8, MAX_PAYLOAD>,
+    /// QoS and retain.
+    pub msg_type: MsgType,
+}
+
+/// Something the node wants the runtime to do.
+///
+/// Variants carry their data inline (no allocator); a publication is the big one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Scan for access points; answer with [`Node::handle_scan_done`].
+    Scan,
+    /// Associate the station interface; answer with [`Node::handle_associated`].
+    Associate {
+        /// BSSID to join.
+        bssid: Mac,
+        /// SSID to join (may be empty for a hidden AP: join by BSSID).
+        ssid: String<32>,
+        /// WPA2 passphrase (empty for an open network).
+        password: String<64>,
+        /// Channel.
+        channel: u8,
+    },
+    /// Leave the current association (closes the parent link or the MQTT session).
+    Disassociate,
+    /// Open the MQTT session to the configured broker; answer with
+    /// [`Node::handle_mqtt_connected`] or [`Node::handle_mqtt_disconnected`].
+    ConnectMqtt {
+        /// MQTT client ID.
+        client_id: String<40>,
+        /// Last-will topic (payload `offline`, retained, QoS 1).
+        will_topic: Topic,
+    },
+    /// Close the MQTT session.
+    DisconnectMqtt,
+    /// Subscribe (QoS 1).
+    Subscribe {
+        /// Topic filter.
+        filter: Topic,
+    },
+    /// Publish to the broker.
+    Publish(Publish),
+    /// Open a TCP link to the associated parent's mesh port; answer with
+    /// [`Node::handle_link_opened`] or [`Node::handle_link_closed`].
+    OpenParentLink,
+    /// Close a link (after writing what is queued for it).
+    CloseLink(LinkId),
+    /// Start our hidden AP and serve the mesh port; report children with
+    /// [`Node::handle_child_connected`].
+    OpenAp {
+        /// Hidden SSID.
+        ssid: String<32>,
+        /// Our AP MAC.
+        bssid: Mac,
+        /// Channel (that of our uplink).
+        channel: u8,
+        /// Stations the AP admits.
+        max_children: u8,
+        /// Our depth (announced in beacons).
+        depth: u8,
+    },
+    /// Stop our AP; every child link is closed.
+    CloseAp,
+    /// Restart the node (the runtime builds a new `Node`).
+    Restart,
+}
+
+/// Something for the application.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message for this node: `(subtopic, payload)` as the original's callback.
+    Message {
+        /// Subtopic after `<in><ID>/` or `<in>broadcast/`.
+        subtopic: Topic,
+        /// Payload.
+        payload: Vec<u8, MAX_PAYLOAD>,
+    },
+    /// The path to the broker is up.
+    Connected,
+    /// The path to the broker is lost.
+    Disconnected,
+}
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Peer misbehaviour, lost links.
+    Warn,
+    /// State changes.
+    Info,
+    /// Details.
+    Debug,
+}
+
+/// A log line from the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// Severity.
+    pub level: Level,
+    /// Text.
+    pub text: String<MAX_LOG_LEN>,
+}
+
+/// Per-node counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames received on any link.
+    pub frames_in: u64,
+    /// Frames queued for any link.
+    pub frames_out: u64,
+    /// Frames or streams dropped as malformed or out of protocol.
+    pub malformed: u64,
+    /// Messages relayed from a child towards the broker.
+    pub relayed_up: u64,
+    /// Messages relayed from the broker towards children (per child).
+    pub relayed_down: u64,
+    /// Joins we refused as a parent.
+    pub rejected_joins: u64,
+    /// Parents we refused or that refused us.
+    pub refused_parents: u64,
+    /// Publications refused (bad topic, too large, not connected).
+    pub publish_rejected: u64,
+    /// Items dropped because a queue was full.
+    pub queue_dropped: u64,
+    /// Times the path to the broker came up.
+    pub connects: u64,
+    /// Times the path to the broker was lost.
+    pub disconnects: u64,
+}
+
+/// Why a publication was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// No path to the broker right now.
+    NotConnected,
+    /// Subtopic or topic invalid or too long.
+    BadTopic,
+    /// Payload larger than [`MAX_PAYLOAD`].
+    TooLarge,
+    /// The outgoing queue is full.
+    QueueFull,
+}
+
+impl core::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PublishError::NotConnected => "no path to the broker",
+            PublishError::BadTopic => "invalid or too long topic",
+            PublishError::TooLarge => "payload too large",
+            PublishError::QueueFull => "outgoing queue full",
+        })
+    }
+}
+
+impl core::error::Error for PublishError {}
+
+/// Where a node hangs in the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// Not connected.
+    None,
+    /// On the router, holding its own broker session.
+    Router {
+        /// Router BSSID.
+        bssid: Mac,
+    },
+    /// Below another node.
+    Node {
+        /// The parent's node ID.
+        id: NodeId,
+        /// The parent's AP MAC.
+        bssid: Mac,
+    },
+}

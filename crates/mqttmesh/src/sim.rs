@@ -147,6 +147,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let total = args.duration.map(Duration::from_secs);
     let mut formation_ms = None;
     let mut last_line = std::time::Instant::now();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let online = mesh.online();
         let elapsed = mesh.elapsed();
@@ -181,7 +183,13 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             }
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut interrupted => {
+                bar.println("interrupted: stopping and reporting");
+                break;
+            }
+        }
     }
     bar.finish_and_clear();
 

@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
             keepalive_interval: Duration::from_secs(4),
             link_timeout: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(700),
+            mqtt_keepalive: Duration::from_secs(10),
         })
         .build()
         .expect("valid fuzz config");

@@ -43,6 +43,7 @@ fn short_timing() -> Timing {
         keepalive_interval: Duration::from_secs(3),
         link_timeout: Duration::from_secs(9),
         retry_backoff: Duration::from_millis(500),
+        mqtt_keepalive: Duration::from_secs(10),
     }
 }
 
@@ -615,8 +616,6 @@ fn child_rejoining_over_its_stale_link_replaces_it() {
 }
 
 #[test]
-#[ignore = "bug: on_join_request (node/children.rs:98) checks Full before the same-ID \
-            replacement, so a full parent refuses a child whose old link is stale"]
 fn child_rejoining_over_its_stale_link_is_accepted_when_the_parent_is_full() {
     let (mut h, a, b) = parent();
     h.join("333333");
@@ -879,8 +878,6 @@ fn parent_vanishing_mid_frame_makes_the_child_leave_the_mesh() {
 }
 
 #[test]
-#[ignore = "bug: check_parent_link (node/parent.rs:52) sends KeepAlive while Joining; \
-            a parent closes a pending link on any frame but JoinRequest/Leave"]
 fn joining_child_sends_nothing_but_its_join_request_until_answered() {
     // PROTOCOL.md "Join handshake" 1: the child sends nothing else until it has an
     // answer. With the default timers the keep-alive interval (5 s) is shorter than the

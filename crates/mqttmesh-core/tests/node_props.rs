@@ -60,6 +60,7 @@ fn timing() -> Timing {
         keepalive_interval: Duration::from_secs(4),
         link_timeout: Duration::from_secs(10),
         retry_backoff: Duration::from_millis(700),
+        mqtt_keepalive: Duration::from_secs(10),
     }
 }
 

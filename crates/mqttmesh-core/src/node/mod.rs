@@ -404,7 +404,9 @@ impl Node {
         };
         let timing = self.config.timing;
         if self.parent.open {
-            consider(self.parent.last_tx + timing.keepalive_interval);
+            if self.state == State::Mesh {
+                consider(self.parent.last_tx + timing.keepalive_interval);
+            }
             consider(self.parent.last_rx + timing.link_timeout);
         }
         for child in &self.children {

@@ -49,7 +49,11 @@ impl Node {
             );
             let _ = self.push_action(super::Action::CloseLink(LinkId::Parent));
             self.on_parent_closed(now);
-        } else if now >= self.parent.last_tx + timing.keepalive_interval {
+        } else if self.state == State::Mesh
+            && now >= self.parent.last_tx + timing.keepalive_interval
+        {
+            // Only once joined: until its answer, a joining child sends nothing but its
+            // join request (docs/PROTOCOL.md "Join handshake").
             self.parent.last_tx = now;
             let _ = self.send_frame(LinkId::Parent, &Frame::KeepAlive);
         }

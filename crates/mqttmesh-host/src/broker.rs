@@ -247,7 +247,7 @@ pub(crate) fn probe_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Checks that an MQTT 3.1.1 broker answers at `addr`: CONNECT (clean session),
-/// expect a successful CONNACK, DISCONNECT. Each step may take `timeout`.
+/// expect a CONNACK (accepted or not), DISCONNECT. Each step may take `timeout`.
 pub(crate) fn probe_mqtt(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     static PROBES: AtomicU32 = AtomicU32::new(0);
     // rumqttd rejects '/', '+', '$' and '#' in client ids.
@@ -262,7 +262,9 @@ pub(crate) fn probe_mqtt(addr: SocketAddr, timeout: Duration) -> io::Result<()> 
     stream.write_all(&connect_packet(&id))?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
-    if connack != CONNACK_ACCEPTED {
+    // Any CONNACK means the broker is up: one that refuses anonymous clients answers
+    // "not authorised" (5), and that is ready too.
+    if connack[..2] != CONNACK_ACCEPTED[..2] {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("unexpected reply to CONNECT: {connack:02x?}"),

@@ -137,7 +137,10 @@ impl Mesh {
 
     /// Node ID of node `i` (the chip ID, unless the configuration overrides it).
     pub fn node_id(&self, i: usize) -> String {
-        format!("{:06X}", self.chip_ids[i])
+        match &self.spec.config.node_id {
+            Some(id) => id.to_string(),
+            None => format!("{:06X}", self.chip_ids[i]),
+        }
     }
 
     /// Snapshots of every node.

@@ -30,6 +30,7 @@ struct State {
     retained: HashMap<String, Vec<u8>>,
     log: Vec<Message>,
     subscribed: bool,
+    refused: Option<String>,
 }
 
 /// A running observer.
@@ -48,10 +49,23 @@ impl Observer {
         out_prefix: &str,
         client_id: &str,
     ) -> Result<Observer, String> {
+        Self::start_with_credentials(broker, out_prefix, client_id, None).await
+    }
+
+    /// [`Observer::start`] logging in with `(user, password)`.
+    pub async fn start_with_credentials(
+        broker: SocketAddr,
+        out_prefix: &str,
+        client_id: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Observer, String> {
         let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -69,6 +83,9 @@ impl Observer {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(target: "mqttmesh::observer", "connection: {e}; retrying");
+                        if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
+                            lock(&st).refused = Some(format!("{code:?}"));
+                        }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
@@ -80,6 +97,12 @@ impl Observer {
             .map_err(|e| e.to_string())?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !lock(&state).subscribed {
+            if let Some(code) = lock(&state).refused.clone() {
+                task.abort();
+                return Err(format!(
+                    "the broker at {broker} refused the connection ({code})"
+                ));
+            }
             if tokio::time::Instant::now() > deadline {
                 task.abort();
                 return Err(format!("no SUBACK from the broker at {broker} within 10 s"));

@@ -206,10 +206,6 @@ async fn broker_refusing_credentials_keeps_roots_retrying_then_they_connect() {
 
 /// The scenario as specified: a broker that refuses anonymous clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Mosquitto::start_with cannot start an auth-only broker: its readiness \
-            probe (broker::probe_mqtt) connects anonymously and treats CONNACK 5 as not \
-            ready, and per_listener_settings is impossible after the generated \
-            `allow_anonymous true`; fails with NotReady after 10 s"]
 async fn broker_refusing_anonymous_keeps_roots_retrying_then_they_connect() {
     let tmp = TempDir::new("anonymous");
     let passwd = password_file(&tmp.0, "user", "pass");
@@ -524,8 +520,6 @@ async fn mesh_with_custom_prefixes_and_ids() {
 /// `Mesh::node_id` is documented as "the chip ID, unless the configuration overrides
 /// it".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Mesh::node_id (crates/mqttmesh-host/src/mesh.rs) always formats the chip \
-            ID and ignores Config::node_id, contrary to its doc"]
 async fn mesh_node_id_honours_configured_id() {
     let broker = Mosquitto::start().expect("mosquitto starts");
     let addr = broker.addr();

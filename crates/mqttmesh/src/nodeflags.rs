@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use mqttmesh_core::config::{self, Config, Timing};
+use mqttmesh_core::config::{self, Config, Field, Timing};
 use mqttmesh_core::Duration;
 
 /// Node configuration (same names wherever a command configures nodes).
@@ -74,7 +74,27 @@ impl NodeFlags {
             b = b.mqtt_credentials(user, self.mqtt_password.as_deref().unwrap_or(""));
         }
         b.build()
-            .map_err(|e| anyhow!("{e} (fix the matching --flag)"))
+            .map_err(|e| anyhow!("{e} (set it with {})", flag_of(e.field)))
+    }
+}
+
+/// The command-line flag that sets `field`.
+fn flag_of(field: Field) -> &'static str {
+    match field {
+        Field::FirmwareVersion => "--firmware-version",
+        Field::Networks | Field::NetworkSsid(_) | Field::NetworkBssid(_) => "--router-ssid",
+        Field::NetworkPassword(_) => "--router-password",
+        Field::MeshPassword => "--mesh-password",
+        Field::MeshSsidBase => "--mesh-ssid-base",
+        Field::BrokerHost | Field::BrokerPort => "--broker",
+        Field::MqttUsername => "--mqtt-username",
+        Field::MqttPassword => "--mqtt-password",
+        Field::MeshPort => "--mesh-port",
+        Field::InPrefix => "--in-topic",
+        Field::OutPrefix => "--out-topic",
+        Field::MaxChildren => "--max-children",
+        Field::MaxDepth => "--max-depth",
+        _ => "the matching flag",
     }
 }
 

@@ -117,14 +117,34 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let config = args
         .node
         .config(&broker.ip().to_string(), broker.port(), node_timing)?;
-    let observer = Observer::start(
+    // Fail at once, with the real reason, when nothing listens there.
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(broker),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!("cannot reach the broker at {broker}: no answer within 3 s; check --broker")
+    })?
+    .map_err(|e| {
+        anyhow!("cannot reach the broker at {broker}: {e}; is it running? check --broker")
+    })?;
+    let credentials = args
+        .node
+        .mqtt_username
+        .as_deref()
+        .map(|u| (u, args.node.mqtt_password.as_deref().unwrap_or("")));
+    let observer = Observer::start_with_credentials(
         broker,
         &config.out_prefix,
         &format!("mqttmesh-sim-observer-{}", std::process::id()),
+        credentials,
     )
     .await
     .map_err(|e| {
-        anyhow!("cannot watch the broker at {broker}: {e}; is it running and reachable?")
+        anyhow!(
+            "cannot watch the broker at {broker}: {e}; does it need --mqtt-username/--mqtt-password?"
+        )
     })?;
     let spec = MeshSpec {
         placement,

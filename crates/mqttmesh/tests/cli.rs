@@ -255,6 +255,52 @@ fn sim_against_external_mosquitto() {
 }
 
 #[test]
+fn sim_logs_in_to_a_broker_that_refuses_anonymous_clients() {
+    let dir = TempDir::new("auth");
+    let passwd = dir.0.join("passwd");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["user", "pass"])
+        .status()
+        .expect("mosquitto_passwd runs (it ships with `apt-get install mosquitto`)");
+    assert!(status.success());
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {}",
+        passwd.display()
+    ))
+    .expect("mosquitto starts");
+    let addr = broker.addr().to_string();
+    let common = ["--broker", &addr, "--nodes", "4", "--topology", "line"];
+    let (_, report) = sim_ok(
+        &dir,
+        "login",
+        &[
+            &common[..],
+            &[
+                "--profile",
+                "fast",
+                "--until-formed",
+                "--mqtt-username",
+                "user",
+                "--mqtt-password",
+                "pass",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(num(&report, "online"), 4, "{report}");
+    // Without the login the tool says what is missing instead of hanging.
+    let run = sim_err(
+        &dir,
+        "no-login",
+        &[&common[..], &["--until-formed"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert!(run.stderr.contains("--mqtt-username"), "{}", run.stderr);
+}
+
+#[test]
 fn sim_random_and_file_topologies() {
     let dir = TempDir::new("topologies");
     let common = ["--until-formed", "--profile", "fast"];
@@ -324,7 +370,7 @@ fn sim_bad_input_fails_with_a_clear_message() {
     let run = sim_err(&dir, "in-topic", &["--in-topic", "nosuffix"], quick);
     let line = run.stderr.trim_end();
     assert!(line.contains("in_prefix") && line.contains("'/'"), "{line}");
-    assert!(line.ends_with("(fix the matching --flag)"), "{line}");
+    assert!(line.ends_with("(set it with --in-topic)"), "{line}");
 
     let run = sim_err(&dir, "mesh-password", &["--mesh-password", "short"], quick);
     assert!(
@@ -393,8 +439,8 @@ fn sim_bad_input_fails_with_a_clear_message() {
     );
     assert!(
         run.stderr
-            .contains(&format!("cannot watch the broker at {closed}"))
-            && run.stderr.contains("reachable"),
+            .contains(&format!("cannot reach the broker at {closed}"))
+            && run.stderr.contains("check --broker"),
         "{}",
         run.stderr
     );

@@ -188,16 +188,7 @@ impl Mesh {
 
     /// Waits until `cond` holds for the mesh, or `timeout` passes; whether it held.
     pub async fn wait_for(&self, timeout: Duration, cond: impl Fn(&Mesh) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        until(timeout, || cond(self)).await
     }
 
     /// The tree as report rows.
@@ -238,6 +229,22 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
+///
+/// For tests and tools waiting on a condition with a deadline (never a bare sleep).
+pub async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

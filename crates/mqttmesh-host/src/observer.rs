@@ -155,16 +155,7 @@ impl Observer {
 
     /// Waits until `cond` holds on this observer, or `timeout` passes; whether it held.
     pub async fn wait_for(&self, timeout: Duration, cond: impl Fn(&Observer) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::mesh::until(timeout, || cond(self)).await
     }
 }
 

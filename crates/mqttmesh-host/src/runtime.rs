@@ -309,16 +309,7 @@ impl Driver {
                 }
             },
             Input::LinkOpened(gen, Ok(stream)) if gen == self.parent_gen => {
-                let handle = link::spawn(
-                    LinkId::Parent,
-                    self.next_gen(),
-                    stream,
-                    self.radio.timing(),
-                    self.airtime.clone(),
-                    self.spec.seed ^ self.gen,
-                    self.inputs.clone(),
-                );
-                self.links.insert(LinkId::Parent, handle);
+                self.attach(LinkId::Parent, stream);
                 self.node.handle_link_opened(now, LinkId::Parent);
             }
             Input::LinkOpened(gen, Err(e)) if gen == self.parent_gen => {
@@ -340,23 +331,28 @@ impl Driver {
                 self.node.handle_link_closed(now, link);
             }
             Input::ChildAccepted(stream) => match self.node.handle_child_connected(now) {
-                Some(link) => {
-                    let handle = link::spawn(
-                        link,
-                        self.next_gen(),
-                        stream,
-                        self.radio.timing(),
-                        self.airtime.clone(),
-                        self.spec.seed ^ self.gen,
-                        self.inputs.clone(),
-                    );
-                    self.links.insert(link, handle);
-                }
+                Some(link) => self.attach(link, stream),
                 None => drop(stream),
             },
             // Stale: an earlier scan, association, session or link.
             _ => {}
         }
+    }
+
+    /// Starts the I/O tasks of `link` over `stream`.
+    fn attach(&mut self, link: LinkId, stream: TcpStream) {
+        let gen = self.next_gen();
+        let seed = self.spec.seed ^ gen;
+        let handle = link::spawn(
+            link,
+            gen,
+            stream,
+            self.radio.timing(),
+            self.airtime.clone(),
+            seed,
+            self.inputs.clone(),
+        );
+        self.links.insert(link, handle);
     }
 
     fn next_gen(&mut self) -> u64 {

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(topic, format!("{prefix}{id}/{sub}"));
                 }
                 Incoming::Broadcast { sub } => assert!(topic.ends_with(sub) && !sub.is_empty()),
-                Incoming::Ota { target, command } => {
+                Incoming::Ota { target, command } | Incoming::Ota2 { target, command } => {
                     assert!(!target.is_empty() && !command.is_empty());
                 }
                 Incoming::Fw => {}

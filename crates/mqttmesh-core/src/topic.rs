@@ -163,6 +163,7 @@ impl Info {
 const BROADCAST: &str = "broadcast";
 const FW: &str = "fw";
 const OTA: &str = "ota";
+const OTA2: &str = "ota2";
 
 /// `<out><id>/<sub>` (also used for `info/*`, `fw`, `Ping`, `ota/...`).
 pub fn out_node(out_prefix: &str, id: &NodeId, sub: &str) -> Result<Topic, TopicError> {
@@ -254,7 +255,14 @@ pub enum Incoming<'a> {
     Ota {
         /// A firmware ID in hex (`1337`, `0x1337`) or a node ID.
         target: &'a str,
-        /// `start`, `check`, `flash`, a decimal offset, or a v2 command.
+        /// `start`, `check`, `flash` or a decimal offset.
+        command: &'a str,
+    },
+    /// `<in>ota2/<target>/<command>`: our OTA exchange (`docs/PROTOCOL.md` "OTA v2").
+    Ota2 {
+        /// A firmware ID in hex (`1337`, `0x1337`) or a node ID.
+        target: &'a str,
+        /// Everything after the target, e.g. `manifest` or `c/17`.
         command: &'a str,
     },
 }
@@ -265,8 +273,9 @@ pub enum Incoming<'a> {
 /// Checked in this order: `<in>fw` or `<in>fw/...` is [`Incoming::Fw`];
 /// `<in>broadcast/<sub>` is [`Incoming::Broadcast`]; `<in>ota/<target>/<command>` is
 /// [`Incoming::Ota`] (the command is everything after the second `/`); any other
-/// `<in><id>/<sub>` is [`Incoming::Node`]. The first levels `fw`, `broadcast` and `ota`
-/// are reserved: a malformed `<in>ota/x` or `<in>broadcast/` is `None`, never a message
+/// `<in>ota2/<target>/<command>` is [`Incoming::Ota2`];
+/// `<in><id>/<sub>` is [`Incoming::Node`]. The first levels `fw`, `broadcast`, `ota` and
+/// `ota2` are reserved: a malformed `<in>ota/x` or `<in>broadcast/` is `None`, never a message
 /// for a node called `ota` or `broadcast`. Topics longer than [`MAX_TOPIC_LEN`] are `None`.
 pub fn parse_incoming<'a>(in_prefix: &str, topic: &'a str) -> Option<Incoming<'a>> {
     if topic.len() > MAX_TOPIC_LEN {
@@ -284,10 +293,21 @@ pub fn parse_incoming<'a>(in_prefix: &str, topic: &'a str) -> Option<Incoming<'a
             let (target, command) = tail.split_once('/')?;
             (!target.is_empty() && !command.is_empty()).then_some(Incoming::Ota { target, command })
         }
-        (BROADCAST | OTA, _) => None,
+        (OTA2, Some(tail)) => {
+            let (target, command) = tail.split_once('/')?;
+            (!target.is_empty() && !command.is_empty())
+                .then_some(Incoming::Ota2 { target, command })
+        }
+        (BROADCAST | OTA | OTA2, _) => None,
         (id, Some(sub)) if !id.is_empty() && !sub.is_empty() => Some(Incoming::Node { id, sub }),
         _ => None,
     }
+}
+
+/// Whether an OTA `target` (compat.md: a firmware ID in hex, with or without `0x`, or
+/// one node's ID) addresses a node running `firmware_id` with ID `node_id`.
+pub fn ota_target_matches(target: &str, firmware_id: u32, node_id: &str) -> bool {
+    target == node_id || parse_firmware_id(target) == Some(firmware_id)
 }
 
 /// A firmware ID in hex, with or without `0x`/`0X` (1..=8 hex digits).
@@ -305,6 +325,21 @@ pub fn parse_firmware_id(s: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ota2_has_its_own_subtree() {
+        assert_eq!(
+            parse_incoming("in/", "in/ota2/1337/c/17"),
+            Some(Incoming::Ota2 {
+                target: "1337",
+                command: "c/17"
+            })
+        );
+        assert_eq!(parse_incoming("in/", "in/ota2/1337"), None);
+        assert!(ota_target_matches("0x1337", 0x1337, "00A1B2"));
+        assert!(ota_target_matches("00A1B2", 0x1337, "00A1B2"));
+        assert!(!ota_target_matches("1338", 0x1337, "00A1B2"));
+    }
+
     extern crate std;
 
     use super::*;
@@ -498,12 +533,14 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_incoming(IN, "esp8266-in/ota2/a"),
+            parse_incoming(IN, "esp8266-in/ota3/a"),
             Some(Incoming::Node {
-                id: "ota2",
+                id: "ota3",
                 sub: "a"
             })
         );
+        // `ota2` is reserved for our OTA exchange.
+        assert_eq!(parse_incoming(IN, "esp8266-in/ota2/a"), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ proptest! {
                     prop_assert!(!id.is_empty() && !id.contains('/') && !sub.is_empty());
                 }
                 Incoming::Broadcast { sub } => prop_assert!(!sub.is_empty()),
-                Incoming::Ota { target, command } => {
+                Incoming::Ota { target, command } | Incoming::Ota2 { target, command } => {
                     prop_assert!(!target.is_empty() && !command.is_empty());
                 }
                 Incoming::Fw => {}

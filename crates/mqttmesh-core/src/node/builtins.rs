@@ -5,7 +5,7 @@ use core::fmt::Write as _;
 
 use heapless::{String, Vec};
 
-use super::{Action, ChildState, Event, Level, LinkId, Node, State, CHILD_SLOTS};
+use super::{Action, ChildState, Event, Level, LinkId, Node, OtaExchange, State, CHILD_SLOTS};
 use crate::link::{Frame, MAX_PAYLOAD};
 use crate::time::Instant;
 use crate::topic::{self, Incoming, Info, MsgType, Topic};
@@ -72,7 +72,13 @@ impl Node {
             Incoming::Node { id, sub } if id == self.id.as_str() => self.on_command(sub, payload),
             Incoming::Broadcast { sub } => self.on_command(sub, payload),
             Incoming::Fw => self.publish_fw(),
-            Incoming::Node { .. } | Incoming::Ota { .. } => {}
+            Incoming::Ota { target, command } => {
+                self.on_ota(OtaExchange::Compat, target, command, payload)
+            }
+            Incoming::Ota2 { target, command } => {
+                self.on_ota(OtaExchange::V2, target, command, payload)
+            }
+            Incoming::Node { .. } => {}
         }
     }
 
@@ -89,6 +95,29 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// An OTA message: ours when its target is our firmware ID or our node ID
+    /// (compat.md "OTA over MQTT"); nodes of another firmware ignore the exchange.
+    fn on_ota(&mut self, exchange: OtaExchange, target: &str, command: &str, payload: &[u8]) {
+        if !topic::ota_target_matches(target, self.config.firmware_id, self.id.as_str()) {
+            return;
+        }
+        let mut cmd = String::new();
+        let mut data = Vec::new();
+        if cmd.push_str(command).is_err() || data.extend_from_slice(payload).is_err() {
+            self.counters.malformed += 1;
+            self.log(
+                Level::Warn,
+                format_args!("OTA command {command:?} too long; ignored"),
+            );
+            return;
+        }
+        self.push_event(Event::Ota {
+            exchange,
+            command: cmd,
+            payload: data,
+        });
     }
 
     fn on_command(&mut self, sub: &str, payload: &[u8]) {
@@ -270,6 +299,43 @@ mod tests {
                 "esp8266-out/00A1B2/fw".into(),
                 b"ChipID:00A1B2 FirmwareID:1337 v0.1 IP:10.0.0.2".to_vec()
             )
+        );
+    }
+
+    fn ota_events(node: &mut Node) -> std::vec::Vec<(OtaExchange, std::string::String, usize)> {
+        core::iter::from_fn(|| node.poll_event())
+            .filter_map(|e| match e {
+                Event::Ota {
+                    exchange,
+                    command,
+                    payload,
+                } => Some((exchange, command.as_str().to_owned(), payload.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ota_messages_reach_the_application_only_when_targeted() {
+        let mut node = root();
+        let now = Instant::from_millis(1000);
+        while node.poll_event().is_some() {}
+        node.handle_mqtt_message(now, "esp8266-in/ota/1337/start", b"md5:x,len:1");
+        node.handle_mqtt_message(now, "esp8266-in/ota/0x1337/0", b"AAAA");
+        node.handle_mqtt_message(now, "esp8266-in/ota/00A1B2/check", b"");
+        node.handle_mqtt_message(now, "esp8266-in/ota2/1337/c/5", &[0u8; 1024]);
+        // Another firmware, another node: ignored.
+        node.handle_mqtt_message(now, "esp8266-in/ota/1338/start", b"md5:x,len:1");
+        node.handle_mqtt_message(now, "esp8266-in/ota2/00FFFF/manifest", b"m");
+        let got = ota_events(&mut node);
+        assert_eq!(
+            got,
+            [
+                (OtaExchange::Compat, "start".to_owned(), 11),
+                (OtaExchange::Compat, "0".to_owned(), 4),
+                (OtaExchange::Compat, "check".to_owned(), 0),
+                (OtaExchange::V2, "c/5".to_owned(), 1024),
+            ]
         );
     }
 

@@ -105,10 +105,32 @@ pub enum Event {
         /// Payload.
         payload: Vec<u8, MAX_PAYLOAD>,
     },
+    /// An OTA message for this node (its target is our firmware ID or our node ID):
+    /// hand it to an OTA receiver (`crate::ota`) and publish its replies.
+    Ota {
+        /// Which exchange.
+        exchange: OtaExchange,
+        /// The command: what follows `<in>ota/<target>/` or `<in>ota2/<target>/`.
+        command: String<MAX_OTA_COMMAND>,
+        /// Payload.
+        payload: Vec<u8, MAX_PAYLOAD>,
+    },
     /// The path to the broker is up.
     Connected,
     /// The path to the broker is lost.
     Disconnected,
+}
+
+/// Longest OTA command (what follows the target in the topic).
+pub const MAX_OTA_COMMAND: usize = 48;
+
+/// Which OTA exchange a message belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OtaExchange {
+    /// The original one (`<in>ota/…`, compat.md "OTA over MQTT").
+    Compat,
+    /// Ours (`<in>ota2/…`, `docs/PROTOCOL.md` "OTA v2").
+    V2,
 }
 
 /// Severity of a log line.

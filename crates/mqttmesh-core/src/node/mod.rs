@@ -47,7 +47,10 @@ use crate::topic::{self, MsgType, Topic};
 use crate::uplink::{Candidate, MAX_CANDIDATES};
 
 pub use builtins::{LOST_CONNECTION, OFFLINE, ONLINE};
-pub use io::{Action, Counters, Event, Level, LinkId, LogLine, Parent, Publish, PublishError};
+pub use io::{
+    Action, Counters, Event, Level, LinkId, LogLine, OtaExchange, Parent, Publish, PublishError,
+    MAX_OTA_COMMAND,
+};
 pub use uplink::{AssocError, State};
 
 /// Child link slots: `max_children` joined children plus one spare, so a surplus child

@@ -1,0 +1,1 @@
+//! The original OTA exchange, `../shared/spec/compat.md` "OTA over MQTT", to the letter.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod identity;
 pub mod link;
 pub mod node;
+pub mod ota;
 pub mod rand;
 pub mod time;
 pub mod topic;

@@ -37,8 +37,4 @@ pub struct Reply {
     pub payload: heapless::Vec<u8, MAX_REPLY_PAYLOAD>,
 }
 
-/// Whether an OTA `target` (compat.md: a firmware ID in hex, with or without `0x`, or
-/// one node's ID) addresses a node running `firmware_id` with ID `node_id`.
-pub fn targets_us(target: &str, firmware_id: u32, node_id: &str) -> bool {
-    target == node_id || crate::topic::parse_firmware_id(target) == Some(firmware_id)
-}
+pub use crate::topic::ota_target_matches as targets_us;

@@ -134,6 +134,11 @@ pub struct Config {
     pub node_id: Option<NodeId>,
     /// Timers.
     pub timing: Timing,
+    /// Ed25519 public key that OTA v2 manifests must be signed with; `None` accepts
+    /// unsigned updates (as the original did).
+    pub ota_public_key: Option<[u8; 32]>,
+    /// Refuse OTA v2 images whose version is older than the running one.
+    pub ota_refuse_downgrade: bool,
 }
 
 impl Config {
@@ -161,6 +166,8 @@ impl Config {
                 max_depth: DEFAULT_MAX_DEPTH,
                 node_id: None,
                 timing: Timing::default(),
+                ota_public_key: None,
+                ota_refuse_downgrade: false,
             },
             broker_port: None,
             errors: Vec::new(),
@@ -417,6 +424,16 @@ impl Builder {
             }
             Err(e) => self.record(Field::NodeId, id_reason(e)),
         }
+        self
+    }
+    /// Only accept OTA v2 updates signed with this Ed25519 public key.
+    pub fn ota_public_key(mut self, key: [u8; 32]) -> Self {
+        self.config.ota_public_key = Some(key);
+        self
+    }
+    /// Refuse OTA v2 downgrades.
+    pub fn ota_refuse_downgrade(mut self, on: bool) -> Self {
+        self.config.ota_refuse_downgrade = on;
         self
     }
     /// Timers.

@@ -17,6 +17,7 @@
 //! Bad input (non-UTF-8, malformed lines, absurd values, over-long IDs, too many
 //! nodes) never panics: it is counted in [`Stats::ignored`] and dropped.
 
+pub mod command;
 mod parse;
 pub mod render;
 mod snapshot;

@@ -1,7 +1,7 @@
 //! The MQTT side of a [`MeshView`]: a rumqttc client that subscribes to the out prefix
-//! at QoS 0 and hands every message over with its retain flag, plus helpers to collect
-//! the retained state until it settles and to build the command topics a monitor sends
-//! (`../shared/spec/compat.md`, "Topics a node reacts to").
+//! at QoS 0 and hands every message over with its retain flag, and [`settle`], which
+//! collects the retained state until it stops changing. The topics of commands to
+//! nodes are in [`crate::view::command`].
 //!
 //! QoS 0 matters: the embedded rumqttd replays at most 100 retained messages to a QoS 1
 //! subscription and up to 4096 to a QoS 0 one (see `broker.rs`).
@@ -12,105 +12,23 @@
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Outgoing, Packet, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, Event, MqttOptions, NetworkOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::MeshView;
+use crate::view::MeshView;
+
+mod options;
+
+pub use options::{client_id, WatchError, WatchOptions};
+use options::classify;
 
 /// Pause before the event loop reconnects after a lost connection.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 /// Messages buffered between the connection task and the reader.
 const CHANNEL_DEPTH: usize = 1024;
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct WatchOptions {
-    /// Broker host name or IP.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// MQTT user name and password.
-    pub credentials: Option<(String, String)>,
-    /// Client ID (see [`client_id`]).
-    pub client_id: String,
-    /// How long connecting and subscribing may take.
-    pub connect_timeout: Duration,
-}
-
-impl WatchOptions {
-    /// Options for `host:port` without credentials, a 5 s connect timeout.
-    pub fn new(host: &str, port: u16, client_id: &str) -> WatchOptions {
-        WatchOptions {
-            host: host.to_string(),
-            port,
-            credentials: None,
-            client_id: client_id.to_string(),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// `host:port`, for messages.
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// A client ID unique to this process and call: `mqttmesh-<role>-<hex>`.
-pub fn client_id(role: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tag = (std::process::id() << 20) ^ nanos;
-    let role: String = role
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
-    format!("mqttmesh-{role}-{tag:08x}")
-}
-
-/// Why watching failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WatchError {
-    /// No TCP connection (nothing listens there, name does not resolve, …).
-    #[error("cannot reach the MQTT broker at {addr}: {reason}")]
-    Unreachable {
-        /// `host:port`.
-        addr: String,
-        /// What the network said.
-        reason: String,
-    },
-    /// The broker refused the connection or the subscription.
-    #[error("the MQTT broker at {addr} refused {reason}")]
-    Refused {
-        /// `host:port`.
-        addr: String,
-        /// What was refused and the broker's code.
-        reason: String,
-    },
-    /// No CONNACK/SUBACK or PUBACK in time.
-    #[error("the MQTT broker at {addr} did not answer within {after:?}")]
-    Timeout {
-        /// `host:port`.
-        addr: String,
-        /// How long we waited.
-        after: Duration,
-    },
-    /// The connection task ended.
-    #[error("the connection to the MQTT broker at {addr} is closed")]
-    Closed {
-        /// `host:port`.
-        addr: String,
-    },
-}
 
 /// One message as delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,26 +232,8 @@ impl Drop for Watcher {
     }
 }
 
-fn classify(addr: &str, e: ConnectionError) -> WatchError {
-    let addr = addr.to_string();
-    match e {
-        ConnectionError::ConnectionRefused(code) => WatchError::Refused {
-            addr,
-            reason: format!("the connection ({code:?})"),
-        },
-        ConnectionError::NetworkTimeout => WatchError::Timeout {
-            addr,
-            after: Duration::ZERO,
-        },
-        other => WatchError::Unreachable {
-            addr,
-            reason: other.to_string(),
-        },
-    }
-}
-
 /// Feeds `view` with what `watcher` receives until no message about mesh state
-/// ([`super::Stats::state`]) arrived for `quiet`, or `max` passed. Application traffic
+/// ([`crate::view::Stats::state`]) arrived for `quiet`, or `max` passed. Application traffic
 /// does not hold it open. The events of this phase are dropped: they describe the
 /// state the broker replays, not changes.
 pub async fn settle(
@@ -369,7 +269,7 @@ pub async fn settle(
 }
 
 /// Feeds one delivery to `view` ([`MeshView::apply_retained`] for retained ones).
-pub fn apply(view: &mut MeshView, d: &Delivery) -> Vec<super::ViewEvent> {
+pub fn apply(view: &mut MeshView, d: &Delivery) -> Vec<crate::view::ViewEvent> {
     let now = std::time::Instant::now();
     if d.retained {
         view.apply_retained(now, &d.topic, &d.payload)
@@ -378,63 +278,9 @@ pub fn apply(view: &mut MeshView, d: &Delivery) -> Vec<super::ViewEvent> {
     }
 }
 
-/// Whom a command addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// One node by ID.
-    Node(String),
-    /// Every node (`broadcast`).
-    All,
-}
-
-impl Target {
-    fn level(&self) -> &str {
-        match self {
-            Target::Node(id) => id,
-            Target::All => "broadcast",
-        }
-    }
-}
-
-/// `<in><id>/Ping` or `<in>broadcast/Ping`: nodes answer on `<out><id>/Ping`.
-pub fn ping_topic(in_prefix: &str, target: &Target) -> String {
-    format!("{in_prefix}{}/Ping", target.level())
-}
-
-/// `<in><id>/Restart` or `<in>broadcast/Restart`; publish it without retain (nodes
-/// ignore a retained Restart).
-pub fn restart_topic(in_prefix: &str, target: &Target) -> String {
-    format!("{in_prefix}{}/Restart", target.level())
-}
-
-/// `<in>fw/mqttmesh`: every node answers on `<out><id>/fw`.
-pub fn fw_query_topic(in_prefix: &str) -> String {
-    format!("{in_prefix}fw/mqttmesh")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_topics() {
-        let one = Target::Node("00A1B2".into());
-        assert_eq!(ping_topic("esp8266-in/", &one), "esp8266-in/00A1B2/Ping");
-        assert_eq!(
-            restart_topic("esp8266-in/", &Target::All),
-            "esp8266-in/broadcast/Restart"
-        );
-        assert_eq!(fw_query_topic("esp8266-in/"), "esp8266-in/fw/mqttmesh");
-    }
-
-    #[test]
-    fn client_ids_are_distinct_and_broker_safe() {
-        let a = client_id("topology");
-        let b = client_id("topo/+#logy");
-        assert!(a.starts_with("mqttmesh-topology-"), "{a}");
-        assert!(!b.contains(['/', '+', '#']), "{b}");
-        assert_eq!(WatchOptions::new("::1", 1883, "x").address(), "[::1]:1883");
-    }
 
     #[tokio::test]
     async fn an_unreachable_broker_is_named() {

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use mqttmesh_core::config;
-use mqttmesh_host::view::watch::{client_id, Watcher, WatchOptions};
+use mqttmesh_host::view::watch::{client_id, WatchOptions, Watcher};
 
 /// Where the mesh's broker is and which topics the mesh uses.
 #[derive(Debug, Clone, Args)]
@@ -29,7 +29,10 @@ pub struct BrokerFlags {
 impl BrokerFlags {
     /// Connection options for a client in `role` (part of its unique client ID).
     pub fn options(&self, role: &str) -> Result<WatchOptions> {
-        for (flag, prefix) in [("--in-topic", &self.in_topic), ("--out-topic", &self.out_topic)] {
+        for (flag, prefix) in [
+            ("--in-topic", &self.in_topic),
+            ("--out-topic", &self.out_topic),
+        ] {
             if !prefix.ends_with('/') || prefix.len() < 2 || prefix.contains(['+', '#']) {
                 bail!("{flag} {prefix:?} must end with '/' and hold no '+' or '#' (e.g. esp8266-out/)");
             }
@@ -37,10 +40,7 @@ impl BrokerFlags {
         let (host, port) = split_host_port(&self.broker)?;
         let mut opts = WatchOptions::new(host, port, &client_id(role));
         if let Some(user) = &self.mqtt_username {
-            opts.credentials = Some((
-                user.clone(),
-                self.mqtt_password.clone().unwrap_or_default(),
-            ));
+            opts.credentials = Some((user.clone(), self.mqtt_password.clone().unwrap_or_default()));
         }
         Ok(opts)
     }
@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn host_and_port_are_split() {
-        assert_eq!(split_host_port("127.0.0.1:1883").unwrap(), ("127.0.0.1", 1883));
+        assert_eq!(
+            split_host_port("127.0.0.1:1883").unwrap(),
+            ("127.0.0.1", 1883)
+        );
         assert_eq!(split_host_port("[::1]:8883").unwrap(), ("::1", 8883));
         assert_eq!(split_host_port("broker.lan:1").unwrap(), ("broker.lan", 1));
         for bad in ["localhost", ":1883", "host:x", "host:0", "host:70000"] {

@@ -78,7 +78,9 @@ pub(crate) fn out_topic<'a>(out: &str, topic: &'a str) -> Option<OutTopic<'a>> {
 pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && !id.chars().any(|c| matches!(c, '+' | '#' | '/') || c.is_control())
+        && !id
+            .chars()
+            .any(|c| matches!(c, '+' | '#' | '/') || c.is_control())
 }
 
 /// A short printable UTF-8 text, trimmed; `None` for anything else.
@@ -295,7 +297,10 @@ mod tests {
 
     #[test]
     fn info_values_are_checked() {
-        assert_eq!(mac(b"aa:07:9d:00:00:01").as_deref(), Some("AA:07:9D:00:00:01"));
+        assert_eq!(
+            mac(b"aa:07:9d:00:00:01").as_deref(),
+            Some("AA:07:9D:00:00:01")
+        );
         assert_eq!(mac(b"AA:07:9D:00:00"), None);
         assert_eq!(rssi(b"-61"), Some(-61));
         assert_eq!(rssi(b" -61\n"), Some(-61));
@@ -308,7 +313,10 @@ mod tests {
 
     #[test]
     fn ota_answers_parse() {
-        assert_eq!(ota("erase", b"81234"), Some(OtaStep::Erase { micros: 81234 }));
+        assert_eq!(
+            ota("erase", b"81234"),
+            Some(OtaStep::Erase { micros: 81234 })
+        );
         assert_eq!(
             ota("md5/3c0", b"0123456789ABCDEF0123456789abcdef"),
             Some(OtaStep::Md5 {

@@ -136,7 +136,12 @@ impl MeshView {
 
     /// An empty retained payload cleared one `info/*` topic; when none is left the
     /// node is forgotten.
-    pub(crate) fn handle_cleared(&mut self, id: &str, field: InfoField, events: &mut Vec<ViewEvent>) {
+    pub(crate) fn handle_cleared(
+        &mut self,
+        id: &str,
+        field: InfoField,
+        events: &mut Vec<ViewEvent>,
+    ) {
         let Some(n) = self.nodes.get_mut(id) else {
             return;
         };
@@ -284,4 +289,3 @@ pub(crate) fn store<T: PartialEq>(slot: &mut Option<T>, v: T) -> bool {
     *slot = Some(v);
     changed
 }
-

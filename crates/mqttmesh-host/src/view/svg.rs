@@ -44,7 +44,9 @@ pub fn svg(snapshot: &Snapshot) -> String {
         let row = tree_rows + 1 + i / OUTSIDE_COLUMNS;
         layout.insert(n.id.as_str(), ((i % OUTSIDE_COLUMNS) as f64, row));
     }
-    let cols = next_col.max(outside.len().min(OUTSIDE_COLUMNS) as f64).max(1.0);
+    let cols = next_col
+        .max(outside.len().min(OUTSIDE_COLUMNS) as f64)
+        .max(1.0);
     let rows = layout.values().map(|&(_, r)| r).max().unwrap_or(0) + 1;
     let width = 2.0 * MARGIN + cols * (BOX_W + GAP_X) - GAP_X;
     let height = TOP + 2.0 * MARGIN + rows as f64 * ROW_H - (ROW_H - BOX_H);
@@ -267,7 +269,9 @@ mod tests {
             }
             rest = &rest[end + 1..];
         }
-        if t.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+        if t.chars()
+            .any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+        {
             return Err("control character".into());
         }
         Ok(())

@@ -149,10 +149,18 @@ fn reparenting_offline_and_firmware_changes_are_events() {
     );
     assert_eq!(place(&view.snapshot(t0), "1A2B3C"), at("00C3D4", 2));
     let ev = view.apply(t0, &t("00C3D4/info/available"), b"offline");
-    assert_eq!(ev, [ViewEvent::Offline { id: "00C3D4".into() }]);
+    assert_eq!(
+        ev,
+        [ViewEvent::Offline {
+            id: "00C3D4".into()
+        }]
+    );
     let s = view.snapshot(t0);
     assert_eq!(place(&s, "00C3D4"), (None, None, false));
-    assert_eq!(s.node("00C3D4").unwrap().last_parent.as_deref(), Some("router"));
+    assert_eq!(
+        s.node("00C3D4").unwrap().last_parent.as_deref(),
+        Some("router")
+    );
     // Its child still names it until it re-attaches: parent known, no depth.
     assert_eq!(place(&s, "1A2B3C"), (Some("00C3D4".into()), None, true));
     let ev = view.apply(
@@ -160,8 +168,10 @@ fn reparenting_offline_and_firmware_changes_are_events() {
         &t("00A1B2/fw"),
         b"ChipID:00A1B2 FirmwareID:1337 v0.2 IP:10.1.1.2",
     );
-    assert!(matches!(&ev[..], [ViewEvent::Firmware { from: Some(f), to, .. }]
-        if f.version == "0.1" && to.version == "0.2"));
+    assert!(
+        matches!(&ev[..], [ViewEvent::Firmware { from: Some(f), to, .. }]
+        if f.version == "0.1" && to.version == "0.2")
+    );
 }
 
 #[test]
@@ -203,11 +213,24 @@ fn connect_lines_are_matched_by_chip_id_even_before_the_node_is_known() {
 fn ota_answers_and_pings_are_events() {
     let (mut view, t0, _) = fed(&fixtures());
     let ev = view.apply(t0, &format!("{OUT}00A1B2/ota/md5/300"), &[b'a'; 32]);
-    assert!(matches!(&ev[..], [ViewEvent::Ota { step: OtaStep::Md5 { offset: 0x300, .. }, .. }]));
+    assert!(matches!(
+        &ev[..],
+        [ViewEvent::Ota {
+            step: OtaStep::Md5 { offset: 0x300, .. },
+            ..
+        }]
+    ));
     let ev = view.apply(t0, &format!("{OUT}00A1B2/ota/check"), b"MD5 Passed");
-    assert!(matches!(&ev[..], [ViewEvent::Ota { step: OtaStep::Check { result }, .. }] if result == "MD5 Passed"));
+    assert!(
+        matches!(&ev[..], [ViewEvent::Ota { step: OtaStep::Check { result }, .. }] if result == "MD5 Passed")
+    );
     let ev = view.apply(t0, &format!("{OUT}00A1B2/Ping"), b"1");
-    assert_eq!(ev, [ViewEvent::Pong { id: "00A1B2".into() }]);
+    assert_eq!(
+        ev,
+        [ViewEvent::Pong {
+            id: "00A1B2".into()
+        }]
+    );
     assert_eq!(
         view.snapshot(t0).node("00A1B2").unwrap().ota.as_deref(),
         Some("check: MD5 Passed")
@@ -221,7 +244,12 @@ fn clearing_every_info_topic_forgets_the_node() {
     for (topic, _) in info("00EEEE", "02:11:22:00:EE:EE", ROUTER_BSSID, "-80") {
         events.extend(view.apply(t0, &topic, b""));
     }
-    assert_eq!(events, [ViewEvent::Removed { id: "00EEEE".into() }]);
+    assert_eq!(
+        events,
+        [ViewEvent::Removed {
+            id: "00EEEE".into()
+        }]
+    );
     assert!(view.snapshot(t0).node("00EEEE").is_none());
 }
 
@@ -236,7 +264,10 @@ fn hostile_payloads_are_counted_and_change_nothing() {
         (format!("{OUT}00A1B2/info/MAC"), b"not a mac".to_vec()),
         (format!("{OUT}00A1B2/info/connectedTo"), vec![b'A'; 5000]),
         (format!("{OUT}00A1B2/info/available"), b"maybe".to_vec()),
-        (format!("{OUT}00A1B2/info/IP_local"), b"1.2.3.4\x1b[2J".to_vec()),
+        (
+            format!("{OUT}00A1B2/info/IP_local"),
+            b"1.2.3.4\x1b[2J".to_vec(),
+        ),
         (format!("{OUT}00A1B2/fw"), b"ChipID:zz".to_vec()),
         (format!("{OUT}00A1B2/ota/erase"), b"soon".to_vec()),
         (format!("{OUT}connect"), vec![0x80; 64]),

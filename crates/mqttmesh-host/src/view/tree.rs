@@ -102,7 +102,10 @@ fn depths(nodes: &[Links<'_>], up: &[Up]) -> Vec<Option<u8>> {
         };
         for (k, &i) in chain.iter().rev().enumerate() {
             let above = u8::try_from(k).ok();
-            memo[i] = Some(base.zip(above).and_then(|(b, a)| b.checked_add(a)?.checked_add(1)));
+            memo[i] = Some(
+                base.zip(above)
+                    .and_then(|(b, a)| b.checked_add(a)?.checked_add(1)),
+            );
             on_chain[i] = false;
         }
     }

@@ -22,8 +22,8 @@ use crate::view::MeshView;
 
 mod options;
 
-pub use options::{client_id, WatchError, WatchOptions};
 use options::classify;
+pub use options::{client_id, WatchError, WatchOptions};
 
 /// Pause before the event loop reconnects after a lost connection.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
@@ -113,7 +113,11 @@ impl Watcher {
                             }
                         } else if !up {
                             let detail = "reconnected".to_string();
-                            if tx.send(WatchEvent::Connection { up: true, detail }).await.is_err() {
+                            if tx
+                                .send(WatchEvent::Connection { up: true, detail })
+                                .await
+                                .is_err()
+                            {
                                 break;
                             }
                         }
@@ -142,7 +146,11 @@ impl Watcher {
                         if up {
                             up = false;
                             let detail = e.to_string();
-                            if tx.send(WatchEvent::Connection { up, detail }).await.is_err() {
+                            if tx
+                                .send(WatchEvent::Connection { up, detail })
+                                .await
+                                .is_err()
+                            {
                                 break;
                             }
                         }
@@ -288,6 +296,9 @@ mod tests {
         let opts = WatchOptions::new("127.0.0.1", port, "mqttmesh-test-unreachable");
         let err = Watcher::connect(&opts, &["x/#".into()]).await.unwrap_err();
         assert!(matches!(err, WatchError::Unreachable { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 }

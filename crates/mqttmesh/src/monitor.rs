@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mqttmesh_host::view::command::Command;
 use mqttmesh_host::view::watch::{self, WatchEvent, Watcher};
-use mqttmesh_host::view::{MeshView, ViewEvent};
-use serde_json::{json, Value};
+use mqttmesh_host::view::{MeshView, Snapshot, ViewEvent};
+use serde::Serialize;
 
 use crate::brokerflags::BrokerFlags;
 
@@ -142,8 +142,12 @@ async fn run_json(args: MonitorArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let settle = Duration::from_millis(args.settle_ms);
     let mut monitor = Monitor::start(&args.broker, "monitor", settle, args.passive).await?;
-    let snapshot = serde_json::to_value(monitor.view().snapshot(Instant::now()))?;
-    if !print_line(json!({ "event": "snapshot", "t_ms": 0, "snapshot": snapshot })) {
+    let snapshot = monitor.view().snapshot(Instant::now());
+    if !print_line(&SnapshotLine {
+        t_ms: 0,
+        event: "snapshot",
+        snapshot: &snapshot,
+    }) {
         return Ok(ExitCode::SUCCESS);
     }
     let end = args
@@ -163,33 +167,57 @@ async fn run_json(args: MonitorArgs) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => break,
         };
         let t_ms = started.elapsed().as_millis() as u64;
-        let lines: Vec<Value> = match update {
+        let printed = match &update {
             None => bail!("the connection to the broker ended"),
             Some(Update::Events(events)) => events
                 .iter()
-                .filter_map(|e| serde_json::to_value(e).ok())
-                .map(|mut v| {
-                    v["t_ms"] = json!(t_ms);
-                    v
-                })
-                .collect(),
-            Some(Update::Broker { up, detail }) => {
-                vec![json!({ "event": "broker", "t_ms": t_ms, "up": up, "detail": detail })]
-            }
+                .all(|event| print_line(&EventLine { t_ms, event })),
+            Some(Update::Broker { up, detail }) => print_line(&BrokerLine {
+                t_ms,
+                event: "broker",
+                up: *up,
+                detail,
+            }),
         };
-        for line in lines {
-            if !print_line(line) {
-                // The reader went away (`| head`): done, not an error.
-                return Ok(ExitCode::SUCCESS);
-            }
+        if !printed {
+            // The reader went away (`| head`): done, not an error.
+            return Ok(ExitCode::SUCCESS);
         }
     }
     monitor.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first line of `monitor --json`.
+#[derive(Debug, Serialize)]
+struct SnapshotLine<'a> {
+    t_ms: u64,
+    event: &'static str,
+    snapshot: &'a Snapshot,
+}
+
+/// A change: `t_ms` since start, then `event` and its fields.
+#[derive(Debug, Serialize)]
+struct EventLine<'a> {
+    t_ms: u64,
+    #[serde(flatten)]
+    event: &'a ViewEvent,
+}
+
+/// The broker connection dropped (`up: false`) or returned.
+#[derive(Debug, Serialize)]
+struct BrokerLine<'a> {
+    t_ms: u64,
+    event: &'static str,
+    up: bool,
+    detail: &'a str,
+}
+
 /// Prints one JSON line; false when stdout is closed.
-fn print_line(v: Value) -> bool {
+fn print_line(line: &impl Serialize) -> bool {
+    let Ok(text) = serde_json::to_string(line) else {
+        return true;
+    };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{v}").and_then(|()| out.flush()).is_ok()
+    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
 }

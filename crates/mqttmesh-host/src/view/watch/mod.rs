@@ -98,30 +98,23 @@ impl Watcher {
             let mut up = false;
             loop {
                 match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) if filters.is_empty() => {
+                        if !report_up(&mut ready, &mut up, None, &tx).await {
+                            break;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = task_client.try_subscribe_many(filters.clone());
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         let refused = ack.return_codes.contains(&SubscribeReasonCode::Failure);
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(refused.then(|| WatchError::Refused {
-                                addr: task_addr.clone(),
-                                reason: "the subscription (check the user's ACL)".into(),
-                            }));
-                            if refused {
-                                break;
-                            }
-                        } else if !up {
-                            let detail = "reconnected".to_string();
-                            if tx
-                                .send(WatchEvent::Connection { up: true, detail })
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
+                        let failure = refused.then(|| WatchError::Refused {
+                            addr: task_addr.clone(),
+                            reason: "the subscription (check the user's ACL)".into(),
+                        });
+                        if !report_up(&mut ready, &mut up, failure, &tx).await {
+                            break;
                         }
-                        up = true;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let d = Delivery {
@@ -238,6 +231,30 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Reports that the connection is (again) up, or that the first subscription failed;
+/// false when the connection task should end.
+async fn report_up(
+    ready: &mut Option<oneshot::Sender<Option<WatchError>>>,
+    up: &mut bool,
+    failure: Option<WatchError>,
+    tx: &mpsc::Sender<WatchEvent>,
+) -> bool {
+    if let Some(r) = ready.take() {
+        let failed = failure.is_some();
+        let _ = r.send(failure);
+        *up = !failed;
+        return !failed;
+    }
+    if *up {
+        return true;
+    }
+    *up = true;
+    let detail = "reconnected".to_string();
+    tx.send(WatchEvent::Connection { up: true, detail })
+        .await
+        .is_ok()
 }
 
 /// Feeds `view` with what `watcher` receives until no message about mesh state

@@ -94,7 +94,9 @@ impl Monitor {
     }
 
     /// Waits for the next change; `None` once the connection is gone for good.
-    /// Messages that change nothing are consumed without returning.
+    /// Messages that raise no event (an RSSI update, application traffic) still update
+    /// [`Monitor::view`] but do not return, so a display also redraws on a timer
+    /// (last seen and rates move with time anyway).
     pub async fn next(&mut self) -> Option<Update> {
         loop {
             match self.watcher.recv().await? {

@@ -12,3 +12,4 @@ pub mod observer;
 pub mod radio;
 pub mod runtime;
 pub mod topology;
+pub mod view;

@@ -1,11 +1,16 @@
 //! `mqttmesh`: the command-line tool of mqttmesh.
 //!
 //! Layer: on top of `mqttmesh-host`. Subcommands: `sim` (run an emulated mesh against
-//! the embedded broker or any MQTT broker). Firmware upload, monitoring and certificate
-//! tools arrive with their issues.
+//! the embedded broker or any MQTT broker); `topology`, `monitor` and `forget` (look at
+//! and tidy a running mesh through its broker). Firmware upload and certificate tools
+//! arrive with their issues.
 
+mod brokerflags;
+mod forget;
+mod monitor;
 mod nodeflags;
 mod sim;
+mod topology;
 
 use clap::{Parser, Subcommand};
 
@@ -20,10 +25,18 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an emulated mesh of nodes on this machine (real TCP on loopback, real MQTT).
     Sim(sim::SimArgs),
+    /// Print the mesh tree as the broker shows it (text, DOT, SVG, Mermaid or JSON).
+    Topology(topology::TopologyArgs),
+    /// Watch the mesh live through its broker (`--json`: one JSON line per change).
+    Monitor(monitor::MonitorArgs),
+    /// Clear a decommissioned node's retained topics at the broker.
+    Forget(forget::ForgetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +65,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sim(args) => sim::run(args).await,
+            Command::Topology(args) => topology::run(args).await,
+            Command::Monitor(args) => monitor::run(args).await,
+            Command::Forget(args) => forget::run(args).await,
         }
     });
     match result {

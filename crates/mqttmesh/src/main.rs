@@ -11,6 +11,7 @@ mod monitor;
 mod nodeflags;
 mod sim;
 mod topology;
+mod tui;
 
 use clap::{Parser, Subcommand};
 

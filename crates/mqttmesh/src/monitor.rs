@@ -3,7 +3,7 @@
 //! [`Monitor`] is the part a front end plugs into: it connects, asks every node for its
 //! firmware, collects the retained state until it settles, then yields [`Update`]s
 //! (view events, broker connection changes) while keeping a [`MeshView`] current. The
-//! JSON mode prints them as lines; the terminal UI arrives with its own change.
+//! JSON mode prints them as lines; in a terminal, [`crate::tui`] draws them.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -132,10 +132,10 @@ impl Monitor {
 /// Runs `mqttmesh monitor`.
 pub async fn run(args: MonitorArgs) -> Result<ExitCode> {
     if !args.json && std::io::stdout().is_terminal() {
-        bail!(
-            "the interactive monitor (terminal UI) is not built yet; \
-             pass --json for one JSON line per change"
-        );
+        let settle = Duration::from_millis(args.settle_ms);
+        let monitor = Monitor::start(&args.broker, "monitor", settle, args.passive).await?;
+        crate::tui::run(monitor, args.duration.map(Duration::from_secs)).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     run_json(args).await
 }

@@ -4,6 +4,7 @@
 //! the embedded broker or any MQTT broker). Firmware upload, monitoring and certificate
 //! tools arrive with their issues.
 
+mod image;
 mod nodeflags;
 mod sim;
 
@@ -21,9 +22,15 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run an emulated mesh of nodes on this machine (real TCP on loopback, real MQTT).
     Sim(sim::SimArgs),
+    /// Make an ESP-IDF application image to test OTA with (version in its descriptor).
+    MakeImage(image::MakeImageArgs),
+    /// Show what an ESP-IDF application image says about itself, and check it.
+    ImageInfo(image::ImageInfoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +59,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sim(args) => sim::run(args).await,
+            Command::MakeImage(args) => image::make(args),
+            Command::ImageInfo(args) => image::info(args),
         }
     });
     match result {

@@ -4,6 +4,8 @@
 
 pub mod app;
 pub mod broker;
+pub mod flash;
+pub mod image;
 mod link;
 pub mod mesh;
 pub mod mosquitto;

@@ -2,11 +2,13 @@
 //!
 //! Layer: on top of `mqttmesh-host`. Subcommands: `sim` (run an emulated mesh against
 //! the embedded broker or any MQTT broker); `topology`, `monitor` and `forget` (look at
-//! and tidy a running mesh through its broker). Firmware upload and certificate tools
-//! arrive with their issues.
+//! and tidy a running mesh through its broker); `make-image` and `image-info` (ESP-IDF
+//! application images for OTA). Firmware upload and certificate tools arrive with their
+//! issues.
 
 mod brokerflags;
 mod forget;
+mod image;
 mod monitor;
 mod nodeflags;
 mod sim;
@@ -26,7 +28,7 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once per run: the size of the largest variant does not matter.
+// Parsed once at start-up: the size of the enum does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -38,6 +40,10 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// Clear a decommissioned node's retained topics at the broker.
     Forget(forget::ForgetArgs),
+    /// Make an ESP-IDF application image to test OTA with (version in its descriptor).
+    MakeImage(image::MakeImageArgs),
+    /// Show what an ESP-IDF application image says about itself, and check it.
+    ImageInfo(image::ImageInfoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +75,8 @@ fn main() -> std::process::ExitCode {
             Command::Topology(args) => topology::run(args).await,
             Command::Monitor(args) => monitor::run(args).await,
             Command::Forget(args) => forget::run(args).await,
+            Command::MakeImage(args) => image::make(args),
+            Command::ImageInfo(args) => image::info(args),
         }
     });
     match result {

@@ -7,6 +7,7 @@
 //!   trial state and is confirmed once the node reaches the broker, or the bootloader
 //!   returns to the previous slot;
 //! - [`compat`]: the original exchange (`../shared/spec/compat.md` "OTA over MQTT");
+//! - [`mem`]: [`MemFlash`](mem::MemFlash), a strict NOR flash in RAM for tests and the host;
 //! - [`v2`]: our streamed, resumable, signed exchange (`docs/PROTOCOL.md` "OTA v2").
 //!
 //! The node routes OTA messages meant for it to the application side as
@@ -17,6 +18,7 @@
 pub mod area;
 pub mod boot;
 pub mod compat;
+pub mod mem;
 pub mod v2;
 
 pub use area::{Area, AreaError};

@@ -28,7 +28,7 @@ pub use manifest::{
     Manifest, ManifestError, FLAG_ALLOW_DOWNGRADE, FLAG_SIGNED, FORMAT, MAGIC, MAX_MANIFEST_LEN,
     SIGNATURE_LEN,
 };
-pub use receiver::{Install, Receiver, Response, Settings, SettingsError, Stats};
+pub use receiver::{Outcome, Receiver, Settings, SettingsError, Stats};
 pub use store::{capacity, META_LEN};
 pub use wire::{Missing, Phase, Reason, Report, WireError, MAX_MISSING_LEN, MAX_REPORT_LEN};
 

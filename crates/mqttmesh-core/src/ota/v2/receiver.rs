@@ -13,14 +13,11 @@ use super::{
     compare_versions, Command, ManifestId, MAX_VERSION_LEN, MAX_WINDOW, MISSING_SUBTOPIC,
     STATE_SUBTOPIC,
 };
-use crate::identity::NodeId;
-use crate::ota::{targets_us, Area, Reply, MAX_REPLY_PAYLOAD};
+use crate::ota::{Area, Reply, MAX_REPLY_PAYLOAD};
 
 /// What a node checks manifests against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// The node's ID (a `<target>` may name it).
-    pub node_id: NodeId,
     /// The firmware ID it runs; manifests for another one are refused.
     pub firmware_id: u32,
     /// The version it runs (for downgrade refusal).
@@ -57,8 +54,6 @@ pub struct Stats {
     pub chunks: u32,
     /// Chunks already held (ignored, harmless).
     pub duplicates: u32,
-    /// Messages for another target.
-    pub ignored: u32,
     /// Refusals by reason (index `code - 1`).
     pub refused: [u32; Reason::COUNT],
 }
@@ -70,26 +65,22 @@ impl Stats {
     }
 }
 
-/// The caller's cue to install: mark the slot new (`ota::boot`) and restart into it.
+/// What the caller does after a handled command (any reply has gone out already).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Install {
-    /// The upload.
-    pub id: ManifestId,
-    /// Image length.
-    pub len: u32,
-    /// The version the node will run.
-    pub version: heapless::String<MAX_VERSION_LEN>,
-}
-
-/// What one [`Receiver::handle`] call produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Response {
-    /// To publish under `<out><ID>/`, in order.
-    pub replies: heapless::Vec<Reply, 2>,
-    /// Set when the image is verified and `flash` was accepted.
-    pub install: Option<Install>,
-    /// Set when the command was refused (already counted), for the caller's log.
-    pub refused: Option<Reason>,
+pub enum Outcome {
+    /// Nothing more to do.
+    Done,
+    /// The image is verified and `flash` was accepted: mark the slot `New`
+    /// ([`Boot::mark_new`](crate::ota::boot::Boot::mark_new)) and restart into it. If
+    /// that fails, publish [`Receiver::install_failed`] instead.
+    Install {
+        /// The upload.
+        id: ManifestId,
+        /// Image length.
+        len: u32,
+        /// The version the node will run.
+        version: heapless::String<MAX_VERSION_LEN>,
+    },
 }
 
 /// The upload a receiver holds.
@@ -103,10 +94,12 @@ struct Upload {
 
 /// The node side of OTA v2, over an update slot it is handed on every call.
 ///
-/// Feed it every `<in>ota2/<target>/<command>` message ([`super::split_topic`]) with
-/// [`Receiver::handle`], publish the [`Response`]'s replies, and on
-/// [`Response::install`] mark the slot new and restart. At boot, make it with
-/// [`Receiver::resume`] over the same slot so an interrupted upload continues.
+/// Feed it the command of every `<in>ota2/<target>/<command>` message
+/// ([`super::split_topic`]) whose target addresses this node
+/// ([`targets_us`](crate::ota::targets_us)), publish what it hands to `out` under
+/// `<out><ID>/`, and on [`Outcome::Install`] mark the slot new and restart. At boot,
+/// make it with [`Receiver::resume`] over the same slot so an interrupted upload
+/// continues.
 #[derive(Debug)]
 pub struct Receiver {
     settings: Settings,
@@ -174,35 +167,50 @@ impl Receiver {
         Ok(rx)
     }
 
-    /// Handles `<in>ota2/<target>/<command>` with `payload`. Messages for another
-    /// target are ignored (empty response); anything else is answered as
-    /// `docs/PROTOCOL.md` "OTA v2" says.
+    /// Handles one command (what follows `<in>ota2/<target>/`) with its payload; `out`
+    /// receives the replies to publish under `<out><ID>/` (a state report for every
+    /// command except an accepted chunk that does not complete the image, and except
+    /// refused chunks after the first of a run; then a missing window for `status`).
+    /// Refusals are counted and returned for the caller's debug log.
     pub fn handle<F: NorFlash>(
         &mut self,
         area: &mut Area<F>,
-        target: &str,
         command: &str,
         payload: &[u8],
-    ) -> Response {
-        let s = &self.settings;
-        if !targets_us(target, s.firmware_id, s.node_id.as_str()) {
-            self.stats.ignored += 1;
-            return Response::default();
-        }
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
         let Some(command) = Command::parse(command) else {
             self.quiet = false;
-            return self.refuse(Reason::Malformed, ManifestId(0));
+            return self.refuse(Reason::Malformed, ManifestId(0), out);
         };
-        if !matches!(command, Command::Chunk { .. }) {
-            self.quiet = false;
-        }
         match command {
-            Command::Manifest => self.handle_manifest(area, payload),
-            Command::Chunk { id, index } => self.handle_chunk(area, id, index, payload),
-            Command::Status { id } => self.handle_status(area, id, payload),
-            Command::Flash { id } => self.handle_flash(area, id, payload),
-            Command::Abort { id } => self.handle_abort(area, id, payload),
+            Command::Chunk { id, index } => self.handle_chunk(area, id, index, payload, out),
+            Command::Manifest => self.handle_manifest(area, payload, out),
+            Command::Status { id } => self.handle_status(area, id, payload, out),
+            Command::Flash { id } => self.handle_flash(area, id, payload, out),
+            Command::Abort { id } => self.handle_abort(area, id, payload, out),
         }
+    }
+
+    /// After [`Outcome::Install`], when the slot could not be marked for boot: back to
+    /// `Verified` in memory (a later `flash` may retry; after a restart the upload is
+    /// gone), counted as [`Reason::Flash`]; publish the returned state report.
+    pub fn install_failed(&mut self) -> Reply {
+        if let Some(upload) = self
+            .upload
+            .as_mut()
+            .filter(|u| u.phase == Phase::Installing)
+        {
+            upload.phase = Phase::Verified;
+        }
+        self.count(Reason::Flash);
+        let subject = self.upload.as_ref().map_or(ManifestId(0), |u| u.id);
+        let mut reply = None;
+        self.answer(Some(Reason::Flash), subject, &mut |r| reply = Some(r));
+        reply.unwrap_or_else(|| Reply {
+            subtopic: heapless::String::new(),
+            payload: heapless::Vec::new(),
+        })
     }
 
     /// The current state, as a `status` without an ID would report it.
@@ -228,6 +236,11 @@ impl Receiver {
         }
     }
 
+    /// The manifest of the upload held, if any.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.upload.as_ref().map(|u| &u.manifest)
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -238,25 +251,33 @@ impl Receiver {
         &self.settings
     }
 
-    fn handle_manifest<F: NorFlash>(&mut self, area: &mut Area<F>, payload: &[u8]) -> Response {
+    fn handle_manifest<F: NorFlash>(
+        &mut self,
+        area: &mut Area<F>,
+        payload: &[u8],
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
+        self.quiet = false;
         let subject = ManifestId::of(payload);
         let manifest = match Manifest::decode(payload) {
             Ok(m) => m,
-            Err(ManifestError::Unsupported) => return self.refuse(Reason::Unsupported, subject),
-            Err(_) => return self.refuse(Reason::Malformed, subject),
+            Err(ManifestError::Unsupported) => {
+                return self.refuse(Reason::Unsupported, subject, out)
+            }
+            Err(_) => return self.refuse(Reason::Malformed, subject, out),
         };
         if self.upload.as_ref().is_some_and(|u| u.id == subject) {
             // The same upload again (a restarted sender): keep the progress.
-            return self.answer(None, subject);
+            return self.done(subject, out);
         }
         if let Err(reason) = self.check(&manifest, store::capacity(area)) {
-            return self.refuse(reason, subject);
+            return self.refuse(reason, subject, out);
         }
         if self.upload.is_some() {
-            return self.refuse(Reason::Busy, subject);
+            return self.refuse(Reason::Busy, subject, out);
         }
         if store::begin(area, payload).is_err() {
-            return self.refuse(Reason::Flash, subject);
+            return self.refuse(Reason::Flash, subject, out);
         }
         self.stats.accepted += 1;
         self.upload = Some(Upload {
@@ -265,7 +286,7 @@ impl Receiver {
             received: 0,
             phase: Phase::Receiving,
         });
-        self.answer(None, subject)
+        self.done(subject, out)
     }
 
     fn handle_chunk<F: NorFlash>(
@@ -274,34 +295,38 @@ impl Receiver {
         id: ManifestId,
         index: u32,
         data: &[u8],
-    ) -> Response {
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
         let Some(upload) = self.upload.as_mut().filter(|u| u.id == id) else {
-            return self.refuse_chunk(Reason::UnknownManifest, id);
+            return self.refuse_chunk(Reason::UnknownManifest, id, out);
         };
         let Some(range) = upload
             .manifest
             .chunk_range(index)
             .filter(|r| r.len() == data.len())
         else {
-            return self.refuse_chunk(Reason::BadChunk, id);
+            return self.refuse_chunk(Reason::BadChunk, id, out);
         };
         if upload.phase != Phase::Receiving || store::is_received(area, index) != Ok(false) {
             // Already held (or unreadable, then `set_received` below would fail too):
-            // first write wins, a tampered duplicate cannot change a written chunk.
+            // the first write wins, so a tampered duplicate cannot change a written chunk.
             self.stats.duplicates += 1;
-            return Response::default();
+            return Ok(Outcome::Done);
         }
         if area.write(range.start, data).is_err() || store::set_received(area, index) != Ok(true) {
-            return self.refuse_chunk(Reason::Flash, id);
+            return self.refuse_chunk(Reason::Flash, id, out);
         }
         upload.received += 1;
         self.stats.chunks += 1;
         if !self.complete() {
-            return Response::default();
+            return Ok(Outcome::Done);
         }
         match self.verify(area, id) {
-            Ok(()) => self.answer(None, id),
-            Err(reason) => self.answer(Some(reason), id),
+            Ok(()) => self.done(id, out),
+            Err(reason) => {
+                self.answer(Some(reason), id, out);
+                Err(reason)
+            }
         }
     }
 
@@ -310,12 +335,14 @@ impl Receiver {
         area: &mut Area<F>,
         id: Option<ManifestId>,
         payload: &[u8],
-    ) -> Response {
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
+        self.quiet = false;
         let subject = id.unwrap_or(ManifestId(0));
         let from = match payload {
             [] => 0,
             [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
-            _ => return self.refuse(Reason::Malformed, subject),
+            _ => return self.refuse(Reason::Malformed, subject, out),
         };
         let Some(upload) = self
             .upload
@@ -323,27 +350,29 @@ impl Receiver {
             .filter(|u| id.is_none_or(|id| id == u.id))
         else {
             return match id {
-                Some(id) => self.refuse(Reason::UnknownManifest, id),
-                None => self.answer(None, subject),
+                Some(id) => self.refuse(Reason::UnknownManifest, id, out),
+                None => self.done(subject, out),
             };
         };
-        let (held, total, receiving) = (
-            upload.id,
-            upload.manifest.chunk_count(),
-            upload.phase == Phase::Receiving,
-        );
-        let mut response = self.answer(None, subject);
-        if receiving {
-            let mut bits = [0u8; MAX_WINDOW as usize / 8];
-            let Ok((first, count)) = store::window(area, total, from, &mut bits) else {
-                return self.refuse(Reason::Flash, subject);
-            };
+        let (held, total) = (upload.id, upload.manifest.chunk_count());
+        let receiving = upload.phase == Phase::Receiving;
+        let mut bits = [0u8; MAX_WINDOW as usize / 8];
+        let window = if receiving {
+            match store::window(area, total, from, &mut bits) {
+                Ok(window) => Some(window),
+                Err(_) => return self.refuse(Reason::Flash, subject, out),
+            }
+        } else {
+            None
+        };
+        self.answer(None, subject, out);
+        if let Some((first, count)) = window {
             let bits = bits.get(..usize::from(count).div_ceil(8)).unwrap_or(&[]);
             if let Ok(window) = Missing::new(held, first, count, bits) {
-                push(&mut response, MISSING_SUBTOPIC, |buf| window.encode(buf));
+                emit(out, MISSING_SUBTOPIC, |buf| window.encode(buf));
             }
         }
-        response
+        Ok(Outcome::Done)
     }
 
     fn handle_flash<F: NorFlash>(
@@ -351,36 +380,34 @@ impl Receiver {
         area: &mut Area<F>,
         id: ManifestId,
         payload: &[u8],
-    ) -> Response {
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
+        self.quiet = false;
         if !payload.is_empty() {
-            return self.refuse(Reason::Malformed, id);
+            return self.refuse(Reason::Malformed, id, out);
         }
         let Some(upload) = self.upload.as_ref().filter(|u| u.id == id) else {
-            return self.refuse(Reason::UnknownManifest, id);
+            return self.refuse(Reason::UnknownManifest, id, out);
         };
         if upload.phase == Phase::Receiving {
-            return self.refuse(Reason::NotComplete, id);
+            return self.refuse(Reason::NotComplete, id, out);
         }
         // Verified when the last chunk arrived; hashed again, as nothing may boot an
-        // image whose hash differs.
+        // image whose hash differs from the manifest's.
         if let Err(reason) = self.verify(area, id) {
-            return self.answer(Some(reason), id);
+            self.answer(Some(reason), id, out);
+            return Err(reason);
         }
         if store::mark(area, Marker::Installed).is_err() {
-            return self.refuse(Reason::Flash, id);
+            return self.refuse(Reason::Flash, id, out);
         }
         let Some(upload) = self.upload.as_mut() else {
-            return self.refuse(Reason::UnknownManifest, id);
+            return self.refuse(Reason::UnknownManifest, id, out);
         };
         upload.phase = Phase::Installing;
-        let install = Install {
-            id,
-            len: upload.manifest.size,
-            version: upload.manifest.version.clone(),
-        };
-        let mut response = self.answer(None, id);
-        response.install = Some(install);
-        response
+        let (len, version) = (upload.manifest.size, upload.manifest.version.clone());
+        self.answer(None, id, out);
+        Ok(Outcome::Install { id, len, version })
     }
 
     fn handle_abort<F: NorFlash>(
@@ -388,18 +415,20 @@ impl Receiver {
         area: &mut Area<F>,
         id: ManifestId,
         payload: &[u8],
-    ) -> Response {
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
+        self.quiet = false;
         if !payload.is_empty() {
-            return self.refuse(Reason::Malformed, id);
+            return self.refuse(Reason::Malformed, id, out);
         }
         if !self.upload.as_ref().is_some_and(|u| u.id == id) {
-            return self.refuse(Reason::UnknownManifest, id);
+            return self.refuse(Reason::UnknownManifest, id, out);
         }
         self.upload = None;
         if store::mark(area, Marker::Dead).is_err() {
-            return self.refuse(Reason::Flash, id);
+            return self.refuse(Reason::Flash, id, out);
         }
-        self.answer(None, id)
+        self.done(id, out)
     }
 
     /// Every check of a manifest except "busy".
@@ -431,10 +460,10 @@ impl Receiver {
     }
 
     /// Hashes the image against the manifest: `Verified` on a match; on a mismatch (or
-    /// an unreadable slot) the upload is dropped and its record marked dead.
+    /// an unreadable slot) the upload is dropped and its record marked dead. Counts.
     fn verify<F: NorFlash>(&mut self, area: &mut Area<F>, id: ManifestId) -> Result<(), Reason> {
         let Some(upload) = self.upload.as_mut().filter(|u| u.id == id) else {
-            return Err(Reason::UnknownManifest);
+            return Err(self.count(Reason::UnknownManifest));
         };
         let verdict = match store::image_hash(area, upload.manifest.size) {
             Ok(hash) if hash == upload.manifest.sha256 => Ok(()),
@@ -469,54 +498,60 @@ impl Receiver {
     }
 
     /// Counts a refusal and answers with the state.
-    fn refuse(&mut self, reason: Reason, subject: ManifestId) -> Response {
+    fn refuse(
+        &mut self,
+        reason: Reason,
+        subject: ManifestId,
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
         self.count(reason);
-        self.answer(Some(reason), subject)
+        self.answer(Some(reason), subject, out);
+        Err(reason)
     }
 
     /// As [`Receiver::refuse`], answering only the first of a run of refused chunks.
-    fn refuse_chunk(&mut self, reason: Reason, subject: ManifestId) -> Response {
+    fn refuse_chunk(
+        &mut self,
+        reason: Reason,
+        subject: ManifestId,
+        out: &mut impl FnMut(Reply),
+    ) -> Result<Outcome, Reason> {
         if self.quiet {
-            self.count(reason);
-            return Response {
-                refused: Some(reason),
-                ..Response::default()
-            };
+            return Err(self.count(reason));
         }
         self.quiet = true;
-        self.refuse(reason, subject)
+        self.refuse(reason, subject, out)
     }
 
-    /// A state report with this result.
-    fn answer(&self, result: Option<Reason>, subject: ManifestId) -> Response {
+    /// Publishes a state report with this result.
+    fn answer(&self, result: Option<Reason>, subject: ManifestId, out: &mut impl FnMut(Reply)) {
         let report = Report {
             result,
             subject,
             ..self.report()
         };
-        let mut response = Response {
-            refused: result,
-            ..Response::default()
-        };
-        push(&mut response, STATE_SUBTOPIC, |buf| report.encode(buf));
-        response
+        emit(out, STATE_SUBTOPIC, |buf| report.encode(buf));
+    }
+
+    /// Publishes the state report of a command carried out.
+    fn done(&self, subject: ManifestId, out: &mut impl FnMut(Reply)) -> Result<Outcome, Reason> {
+        self.answer(None, subject, out);
+        Ok(Outcome::Done)
     }
 }
 
-/// Appends a reply whose payload `encode` writes.
-fn push(
-    response: &mut Response,
+/// Hands `out` a reply whose payload `encode` writes.
+fn emit(
+    out: &mut impl FnMut(Reply),
     subtopic: &str,
     encode: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
 ) {
     let mut payload = heapless::Vec::<u8, MAX_REPLY_PAYLOAD>::new();
     // Resizing to the capacity cannot fail.
     let _ = payload.resize(MAX_REPLY_PAYLOAD, 0);
-    let (Ok(len), Ok(subtopic)) = (encode(&mut payload), heapless::String::try_from(subtopic))
-    else {
-        return;
-    };
-    payload.truncate(len);
-    // A response holds at most a state and a missing window: two replies.
-    let _ = response.replies.push(Reply { subtopic, payload });
+    // Both payloads fit (asserted in `v2`), and both subtopics are short.
+    if let (Ok(len), Ok(subtopic)) = (encode(&mut payload), heapless::String::try_from(subtopic)) {
+        payload.truncate(len);
+        out(Reply { subtopic, payload });
+    }
 }

@@ -14,7 +14,8 @@ use crate::ota::{Area, AreaError};
 const MAGIC: [u8; 4] = *b"MMS2";
 /// Header: magic, manifest length (`u16` BE), two reserved `0xFF` bytes.
 const HEADER_LEN: u32 = 8;
-/// One-way markers, 32 bytes apart so that no flash write unit (≤ 32 bytes) spans two.
+/// One-way markers, 32 bytes apart so that no flash write unit (≤ `area::MAX_ALIGN` =
+/// 32 bytes) spans two.
 const COMMITTED: u32 = 160;
 const VERIFIED: u32 = 192;
 const INSTALLED: u32 = 224;
@@ -23,11 +24,9 @@ const DEAD: u32 = 256;
 const BITMAP: u32 = 288;
 /// Bytes of progress record; the region is this rounded up to whole sectors.
 pub const META_LEN: u32 = BITMAP + MAX_CHUNKS / 8;
-/// Marker writes and bitmap read-modify-writes cover at most this many bytes.
-const MAX_UNIT: usize = 32;
 
 const _: () = assert!(HEADER_LEN as usize + MAX_MANIFEST_LEN <= COMMITTED as usize);
-const _: () = assert!(BITMAP % MAX_UNIT as u32 == 0);
+const _: () = assert!(BITMAP % crate::ota::area::MAX_ALIGN as u32 == 0);
 
 /// A one-way marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,25 +130,18 @@ pub(super) fn load<F: NorFlash>(area: &mut Area<F>) -> Result<Option<Loaded>, Ar
     Ok(Some(Loaded { manifest, verified }))
 }
 
-/// Marks chunk `index` received; `false` if it already was.
+/// Marks chunk `index` received; `false` if it already was. One byte is rewritten with
+/// one more bit cleared (`Area::write` read-modify-writes the flash word around it).
 pub(super) fn set_received<F: NorFlash>(area: &mut Area<F>, index: u32) -> Result<bool, AreaError> {
     let base = base(area).ok_or(AreaError::OutOfBounds)?;
-    let byte = BITMAP + index / 8;
-    let unit = F::WRITE_SIZE.clamp(1, MAX_UNIT) as u32;
-    // Read-modify-write the whole write unit, so that the write only clears bits (a
-    // larger unit is padded with 0xFF by `Area::write`, harmless on NOR flash).
-    let start = byte - byte % unit;
-    let mut buf = [0xFF_u8; MAX_UNIT];
-    let buf = &mut buf[..unit as usize];
-    area.read(base + start, buf)?;
-    let at = (byte - start) as usize;
+    let at = base + BITMAP + index / 8;
+    let mut byte = [0];
+    area.read(at, &mut byte)?;
     let mask = 1u8 << (index % 8);
-    // at < unit = buf.len() since start = byte rounded down to a multiple of unit.
-    if buf[at] & mask == 0 {
+    if byte[0] & mask == 0 {
         return Ok(false);
     }
-    buf[at] &= !mask;
-    area.write(base + start, buf)?;
+    area.write(at, &[byte[0] & !mask])?;
     Ok(true)
 }
 

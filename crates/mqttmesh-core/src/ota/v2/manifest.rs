@@ -265,7 +265,7 @@ impl Manifest {
     /// The field rules shared by the encoder and the decoder.
     fn check(&self) -> Result<(), ManifestError> {
         let cs = self.chunk_size;
-        if cs < CHUNK_ALIGN || cs > MAX_CHUNK_SIZE || cs % CHUNK_ALIGN != 0 {
+        if !(CHUNK_ALIGN..=MAX_CHUNK_SIZE).contains(&cs) || cs % CHUNK_ALIGN != 0 {
             return Err(ManifestError::BadChunkSize);
         }
         if self.size == 0 || self.chunk_count() > MAX_CHUNKS {

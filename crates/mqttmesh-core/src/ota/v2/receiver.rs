@@ -421,7 +421,7 @@ impl Receiver {
         if !payload.is_empty() {
             return self.refuse(Reason::Malformed, id, out);
         }
-        if !self.upload.as_ref().is_some_and(|u| u.id == id) {
+        if self.upload.as_ref().is_none_or(|u| u.id != id) {
             return self.refuse(Reason::UnknownManifest, id, out);
         }
         self.upload = None;

@@ -732,3 +732,41 @@ fn a_bad_public_key_is_a_settings_error() {
         v2::SettingsError::BadPublicKey
     );
 }
+
+#[test]
+fn an_upload_erases_only_its_sectors_and_the_progress_record() {
+    let big = image(80_000, 11);
+    let small = image(9_000, 12);
+    let (a, b) = (
+        manifest(&big, "1.5", 1024, None),
+        manifest(&small, "1.6", 1024, None),
+    );
+    let mut node = Node::new(settings(None));
+    node.announce(&a);
+    for i in 0..a.chunk_count() {
+        node.chunk(&a, &big, i).result.unwrap();
+    }
+    assert!(matches!(
+        node.send(Command::Flash { id: a.id() }, &[]).result,
+        Ok(Outcome::Install { .. })
+    ));
+    // Back from a restart, later: the slot is free for the next upload.
+    let mut node = node.restart();
+    let erases = node.area.flash_mut().erases();
+    ok(&node.announce(&b), Phase::Receiving, b.id());
+    assert_eq!(
+        node.area.flash_mut().erases(),
+        erases + 2,
+        "the image's sectors, then the record's"
+    );
+    let untouched = 3 * SECTOR..80_000;
+    assert_eq!(node.slot(80_000)[untouched.clone()], big[untouched]);
+    for i in 0..b.chunk_count() {
+        node.chunk(&b, &small, i).result.unwrap();
+    }
+    assert!(matches!(
+        node.send(Command::Flash { id: b.id() }, &[]).result,
+        Ok(Outcome::Install { len: 9_000, .. })
+    ));
+    assert_eq!(node.slot(small.len()), small);
+}

@@ -65,21 +65,40 @@ pub fn capacity<F: NorFlash>(area: &Area<F>) -> u32 {
     base(area).unwrap_or(0)
 }
 
-/// Starts a record: erases the whole slot (the region is at its end and
-/// [`Area::erase`] erases from the start), writes the manifest, then commits it.
-pub(super) fn begin<F: NorFlash>(area: &mut Area<F>, manifest: &[u8]) -> Result<(), AreaError> {
+/// Starts a record for an image of `image_len` bytes: erases the progress region (so
+/// an old record is gone before anything else changes), then the sectors covering the
+/// image, writes the manifest, and only then commits it.
+pub(super) fn begin<F: NorFlash>(
+    area: &mut Area<F>,
+    image_len: u32,
+    manifest: &[u8],
+) -> Result<(), AreaError> {
     let base = base(area).ok_or(AreaError::OutOfBounds)?;
+    if image_len > base {
+        return Err(AreaError::OutOfBounds);
+    }
     let len = u16::try_from(manifest.len()).map_err(|_| AreaError::OutOfBounds)?;
     let mut record = [0xFF_u8; HEADER_LEN as usize + MAX_MANIFEST_LEN];
-    let body = record
-        .get_mut(HEADER_LEN as usize..HEADER_LEN as usize + manifest.len())
+    let record = record
+        .get_mut(..HEADER_LEN as usize + manifest.len())
         .ok_or(AreaError::OutOfBounds)?;
-    body.copy_from_slice(manifest);
+    // The record is at least HEADER_LEN bytes long.
     record[..4].copy_from_slice(&MAGIC);
     record[4..6].copy_from_slice(&len.to_be_bytes());
-    area.erase(area.size())?;
-    area.write(base, &record[..HEADER_LEN as usize + manifest.len()])?;
+    record[HEADER_LEN as usize..].copy_from_slice(manifest);
+    erase_region(area, base)?;
+    area.erase(image_len)?;
+    area.write(base, record)?;
     mark(area, Marker::Committed)
+}
+
+/// Erases `[base, size)` of the slot: whole sectors (`base` and the size are sector
+/// multiples), inside the slot by construction. [`Area::erase`] only erases from the
+/// start of the slot, hence the direct flash call.
+fn erase_region<F: NorFlash>(area: &mut Area<F>, base: u32) -> Result<(), AreaError> {
+    let from = area.base().checked_add(base).ok_or(AreaError::OutOfBounds)?;
+    let to = area.base().checked_add(area.size()).ok_or(AreaError::OutOfBounds)?;
+    area.flash_mut().erase(from, to).map_err(|_| AreaError::Flash)
 }
 
 /// Sets a marker (clears its bytes).

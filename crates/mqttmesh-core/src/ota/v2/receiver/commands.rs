@@ -35,7 +35,7 @@ impl Receiver {
         if self.upload.is_some() {
             return self.refuse(Reason::Busy, subject, out);
         }
-        if store::begin(area, payload).is_err() {
+        if store::begin(area, manifest.size, payload).is_err() {
             return self.refuse(Reason::Flash, subject, out);
         }
         self.stats.accepted += 1;

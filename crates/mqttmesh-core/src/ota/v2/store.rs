@@ -96,9 +96,17 @@ pub(super) fn begin<F: NorFlash>(
 /// multiples), inside the slot by construction. [`Area::erase`] only erases from the
 /// start of the slot, hence the direct flash call.
 fn erase_region<F: NorFlash>(area: &mut Area<F>, base: u32) -> Result<(), AreaError> {
-    let from = area.base().checked_add(base).ok_or(AreaError::OutOfBounds)?;
-    let to = area.base().checked_add(area.size()).ok_or(AreaError::OutOfBounds)?;
-    area.flash_mut().erase(from, to).map_err(|_| AreaError::Flash)
+    let from = area
+        .base()
+        .checked_add(base)
+        .ok_or(AreaError::OutOfBounds)?;
+    let to = area
+        .base()
+        .checked_add(area.size())
+        .ok_or(AreaError::OutOfBounds)?;
+    area.flash_mut()
+        .erase(from, to)
+        .map_err(|_| AreaError::Flash)
 }
 
 /// Sets a marker (clears its bytes).

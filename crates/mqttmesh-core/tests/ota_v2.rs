@@ -91,7 +91,16 @@ impl Node {
 
     /// Power cycle: the receiver is gone, the flash stays.
     fn restart(self) -> Node {
-        let settings = self.rx.settings().clone();
+        let version = self.rx.settings().version.clone();
+        self.restart_running(&version)
+    }
+
+    /// Power cycle into an image of `version`.
+    fn restart_running(self, version: &str) -> Node {
+        let settings = Settings {
+            version: version.try_into().unwrap(),
+            ..self.rx.settings().clone()
+        };
         let mut area = self.area;
         let rx = Receiver::resume(settings, &mut area).unwrap();
         Node { rx, area }
@@ -267,9 +276,14 @@ fn lossy_signed_upload_resends_only_missing_chunks_and_installs() {
     assert_eq!((stats.accepted, stats.chunks, stats.duplicates), (1, 69, 0));
     assert_eq!(stats.refused.iter().sum::<u32>(), 0);
 
-    // After the restart into the new image the upload is over: the slot is idle.
-    let mut node = node.restart();
-    assert_eq!(node.rx.report().phase, Phase::Idle);
+    // After the restart into the new image the upload is over: the slot is idle, and
+    // the node reports the version it runs.
+    let mut node = node.restart_running("1.5.0");
+    let report = node.send(Command::Status { id: None }, &[]).state.unwrap();
+    assert_eq!(
+        (report.phase, report.version.as_str()),
+        (Phase::Idle, "1.5.0")
+    );
     let a = node.send(Command::Flash { id: m.id() }, &[]);
     refused(&a, Reason::UnknownManifest);
 }

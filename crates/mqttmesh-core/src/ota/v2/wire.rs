@@ -158,7 +158,8 @@ pub struct Report {
     pub result: Option<Reason>,
     /// The upload the answered command named (0 for `status` without one).
     pub subject: ManifestId,
-    /// Version of the held upload: the one the node will run after installing it.
+    /// Version of the held upload (the one the node will run after installing it); when
+    /// idle, the version the node runs.
     pub version: heapless::String<MAX_VERSION_LEN>,
 }
 

@@ -222,7 +222,13 @@ impl Receiver {
                 u.manifest.chunk_count(),
                 u.manifest.version.clone(),
             ),
-            None => (Phase::Idle, ManifestId(0), 0, 0, heapless::String::new()),
+            None => (
+                Phase::Idle,
+                ManifestId(0),
+                0,
+                0,
+                self.settings.version.clone(),
+            ),
         };
         Report {
             phase,

@@ -179,6 +179,11 @@ pub struct Announced {
 }
 
 /// The node side of the original exchange for one update slot (see the module doc).
+///
+/// Pass it the [`Area`] of the slot that does not run
+/// ([`Boot::inactive`](super::boot::Boot::inactive)). Its state is in RAM only: the
+/// original protocol has no resume, so after a restart the receiver is idle and refuses
+/// chunks until the next `start`.
 #[derive(Clone, Debug, Default)]
 pub struct Receiver {
     transfer: Option<Announced>,
@@ -490,4 +495,42 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
         }
     }
     &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_payload_fixture() {
+        // The original script's format for the MD5 of "abc" and 3 bytes.
+        let p = b"md5:kAFQmDzST7DWlj99KOF/cg==,len:3";
+        let a = parse_start(p).unwrap();
+        assert_eq!(a.len, 3);
+        assert_eq!(a.md5, <[u8; 16]>::from(Md5::digest(b"abc")));
+        assert_eq!(
+            parse_start(b"md5:kAFQmDzST7DWlj99KOF/cg==,len:4294967296"),
+            Err(Refusal::BadLength)
+        );
+        assert_eq!(
+            parse_start(b"md5:kAFQmDzST7DWlj99KOF/cg,len:3"),
+            Err(Refusal::MalformedStart)
+        );
+    }
+
+    #[test]
+    fn decimal_and_hex() {
+        assert_eq!(parse_decimal(b"0"), Some(Some(0)));
+        assert_eq!(parse_decimal(b"4294967295"), Some(Some(u32::MAX)));
+        assert_eq!(parse_decimal(b"4294967296"), Some(None));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1a"), None);
+        let mut buf = [0; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+        assert_eq!(
+            hex_payload(&Md5::digest(b"").into()).as_slice(),
+            b"d41d8cd98f00b204e9800998ecf8427e"
+        );
+    }
 }

@@ -6,10 +6,48 @@
 //!
 //! - node side: [`Receiver`] (no alloc) over an [`Area`](super::Area), answering with
 //!   [`Reply`](super::Reply)s and, once an image is complete and verified, an
-//!   [`Install`] for the caller to mark the slot new and restart;
+//!   [`Outcome::Install`] for the caller to mark the slot new and restart;
 //! - sender side (pure, reused by the `mqttmesh ota` CLI): [`Manifest`] build, sign
 //!   (through a callback), encode and decode; [`Command`] topics; [`Report`] and
 //!   [`Missing`] decoding; chunk iteration.
+//!
+//! ```
+//! use ed25519_dalek::{Signer, SigningKey};
+//! use mqttmesh_core::ota::mem::{MemFlash, SECTOR};
+//! use mqttmesh_core::ota::v2::{Command, Manifest, Outcome, Phase, Receiver, Report, Settings};
+//! use mqttmesh_core::ota::Area;
+//!
+//! // Sender: a signed manifest for the image (the key lives with the sender only).
+//! let key = SigningKey::from_bytes(&[7; 32]);
+//! let image = vec![0x5A; 5000];
+//! let mut manifest = Manifest::new(0x1337, "1.1", &image, 1024).unwrap();
+//! manifest.sign_with(|msg| Ok::<_, ()>(key.sign(msg).to_bytes())).unwrap();
+//! let id = manifest.id();
+//!
+//! // Node: a receiver over its update slot, knowing the public key.
+//! let settings = Settings {
+//!     firmware_id: 0x1337,
+//!     version: "1.0".try_into().unwrap(),
+//!     public_key: Some(key.verifying_key().to_bytes()),
+//!     refuse_downgrade: true,
+//! };
+//! let mut area = Area::new(MemFlash::<{ 4 * SECTOR }>::new(), 0, 4 * SECTOR as u32).unwrap();
+//! let mut rx = Receiver::new(settings).unwrap();
+//! let mut replies = Vec::new();
+//! let mut send = |rx: &mut Receiver, area: &mut Area<_>, command: Command, payload: &[u8]| {
+//!     // The topic is `<in>ota2/<target>/<command>`; the node hands over the command.
+//!     rx.handle(area, &command.to_string(), payload, &mut |r| replies.push(r))
+//! };
+//! send(&mut rx, &mut area, Command::Manifest, &manifest.to_bytes()).unwrap();
+//! for (index, chunk) in manifest.chunks(&image) {
+//!     send(&mut rx, &mut area, Command::Chunk { id, index }, chunk).unwrap();
+//! }
+//! let outcome = send(&mut rx, &mut area, Command::Flash { id }, &[]).unwrap();
+//! assert!(matches!(outcome, Outcome::Install { len: 5000, .. }));
+//! // Answers: accepted, verified (the last chunk), installing.
+//! let phases: Vec<Phase> = replies.iter().map(|r| Report::decode(&r.payload).unwrap().phase).collect();
+//! assert_eq!(phases, [Phase::Receiving, Phase::Verified, Phase::Installing]);
+//! ```
 //!
 //! No-panic contract: every decoder here ([`Manifest::decode`], [`Command::parse`],
 //! [`Report::decode`], [`Missing::decode`], [`split_topic`]) accepts arbitrary input and

@@ -110,6 +110,7 @@ impl ManifestId {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(manifest_bytes);
         let mut first = [0u8; 4];
+        // A SHA-256 digest is 32 bytes.
         first.copy_from_slice(&digest[..4]);
         ManifestId(u32::from_be_bytes(first))
     }

@@ -82,7 +82,7 @@ pub(super) fn begin<F: NorFlash>(
     let record = record
         .get_mut(..HEADER_LEN as usize + manifest.len())
         .ok_or(AreaError::OutOfBounds)?;
-    // The record is at least HEADER_LEN bytes long.
+    // The record is HEADER_LEN + manifest.len() bytes long: the ranges are in bounds.
     record[..4].copy_from_slice(&MAGIC);
     record[4..6].copy_from_slice(&len.to_be_bytes());
     record[HEADER_LEN as usize..].copy_from_slice(manifest);
@@ -140,6 +140,7 @@ pub(super) fn load<F: NorFlash>(area: &mut Area<F>) -> Result<Option<Loaded>, Ar
     };
     let mut header = [0; HEADER_LEN as usize];
     area.read(base, &mut header)?;
+    // `header` is a fixed 8-byte array.
     let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
     if header[..4] != MAGIC
         || len > MAX_MANIFEST_LEN
@@ -161,6 +162,7 @@ pub(super) fn load<F: NorFlash>(area: &mut Area<F>) -> Result<Option<Loaded>, Ar
 /// one more bit cleared (`Area::write` read-modify-writes the flash word around it).
 pub(super) fn set_received<F: NorFlash>(area: &mut Area<F>, index: u32) -> Result<bool, AreaError> {
     let base = base(area).ok_or(AreaError::OutOfBounds)?;
+    // index < MAX_CHUNKS (a checked chunk index): inside the bitmap, no overflow.
     let at = base + BITMAP + index / 8;
     let mut byte = [0];
     area.read(at, &mut byte)?;

@@ -173,6 +173,7 @@ impl Report {
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let len = REPORT_FIXED + 1 + self.version.len();
         let out = buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
+        // `out` is exactly `len` ≥ 19 bytes: every offset below is in bounds.
         out[0] = self.phase as u8;
         out[1..5].copy_from_slice(&self.held.0.to_be_bytes());
         out[5..9].copy_from_slice(&self.received.to_be_bytes());
@@ -187,6 +188,7 @@ impl Report {
 
     /// Decodes a report.
     pub fn decode(bytes: &[u8]) -> Result<Report, WireError> {
+        // `fixed` is 19 bytes and `at` ≤ 14 below; `bytes` is at least that long.
         let fixed = bytes.get(..REPORT_FIXED + 1).ok_or(WireError::Truncated)?;
         let be = |at: usize| {
             u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
@@ -304,6 +306,7 @@ impl<'a> Missing<'a> {
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let len = MISSING_FIXED + self.bits.len();
         let out = buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
+        // `out` is exactly 10 + `bits.len()` bytes: every range below is in bounds.
         out[..4].copy_from_slice(&self.id.0.to_be_bytes());
         out[4..8].copy_from_slice(&self.first.to_be_bytes());
         out[8..10].copy_from_slice(&self.count.to_be_bytes());
@@ -316,6 +319,7 @@ impl<'a> Missing<'a> {
         let (head, bits) = bytes
             .split_at_checked(MISSING_FIXED)
             .ok_or(WireError::Truncated)?;
+        // `head` is exactly 10 bytes.
         let id = ManifestId(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
         let first = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         let count = u16::from_be_bytes([head[8], head[9]]);

@@ -3,14 +3,17 @@
 //! Layer: on top of `mqttmesh-host`. Subcommands: `sim` (run an emulated mesh against
 //! the embedded broker or any MQTT broker); `topology`, `monitor` and `forget` (look at
 //! and tidy a running mesh through its broker); `make-image` and `image-info` (ESP-IDF
-//! application images for OTA). Firmware upload and certificate tools arrive with their
-//! issues.
+//! application images for OTA); `ota`, `keygen` and `sign` (firmware upload over the
+//! mesh, and the Ed25519 keys of signed uploads). Certificate tools arrive with their
+//! issue.
 
 mod brokerflags;
 mod forget;
 mod image;
+mod keys;
 mod monitor;
 mod nodeflags;
+mod ota;
 mod sim;
 mod topology;
 mod tui;
@@ -44,6 +47,12 @@ enum Command {
     MakeImage(image::MakeImageArgs),
     /// Show what an ESP-IDF application image says about itself, and check it.
     ImageInfo(image::ImageInfoArgs),
+    /// Upload a firmware image to the nodes running a firmware ID (or to named nodes).
+    Ota(ota::OtaArgs),
+    /// Make the Ed25519 key pair that signs OTA manifests (and its Rust constant).
+    Keygen(keys::KeygenArgs),
+    /// Sign an OTA manifest for an image offline (upload it with `ota --manifest`).
+    Sign(keys::SignArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +86,9 @@ fn main() -> std::process::ExitCode {
             Command::Forget(args) => forget::run(args).await,
             Command::MakeImage(args) => image::make(args),
             Command::ImageInfo(args) => image::info(args),
+            Command::Ota(args) => ota::run(args).await,
+            Command::Keygen(args) => keys::keygen(args),
+            Command::Sign(args) => keys::sign(args),
         }
     });
     match result {

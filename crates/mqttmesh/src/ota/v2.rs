@@ -1,0 +1,504 @@
+//! The v2 sender (`docs/PROTOCOL.md` "OTA v2", "Sender"): announce the manifest, stream
+//! every chunk once to all participants at a paced rate, then rounds of `status` →
+//! missing windows → resend of their union, until every participant is verified; then
+//! `flash`, and wait for each node to come back idle with the new version.
+//!
+//! Mid-stream checkpoints ask `status` without an upload ID: their state reports carry
+//! subject 0, which tells them (and the missing window that follows each) apart from
+//! the answers of a round, which name the upload. Checkpoints only move the bars.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use mqttmesh_core::ota::v2::{
+    Command, Manifest, ManifestId, Missing, Phase, Reason, Report, MISSING_SUBTOPIC,
+    STATE_SUBTOPIC,
+};
+use tokio::time::Instant;
+
+use super::bus::{same_version, Msg};
+use super::firmware::Firmware;
+use super::{Outcome, Run, Targets};
+
+/// A checkpoint `status` every this many chunks while streaming.
+const CHECKPOINT: usize = 128;
+/// Slowest the sender goes when nodes keep losing chunks.
+const MIN_RATE: f64 = 5.0;
+/// Loss (missing ÷ sent, worst node) above which the rate halves.
+const LOSS_SLOWDOWN: f64 = 0.02;
+
+/// What the sender knows about one participant.
+#[derive(Debug, Default)]
+struct Peer {
+    received: u32,
+    verified: bool,
+    /// Chunks it reported missing (`known`), to send in the next burst.
+    missing: BTreeSet<u32>,
+    /// `missing` is current (from this round's windows).
+    known: bool,
+    /// Chunks sent to it in the last burst, for the loss estimate.
+    sent: u32,
+    /// The last state report named this upload (a window that follows belongs to a round).
+    round_answer: bool,
+    /// Windows of this round, gathered until they cover all it lacks.
+    gathering: BTreeSet<u32>,
+    answered: bool,
+    silent: u32,
+    stalled: u32,
+    hash_failures: u32,
+}
+
+/// Runs the exchange; every participant ends with an outcome in `run`.
+pub async fn upload(run: &mut Run, fw: &Firmware, manifest: Manifest) -> Result<()> {
+    let mut s = Sender {
+        id: manifest.id(),
+        bytes: manifest.to_bytes().to_vec(),
+        total: manifest.chunk_count(),
+        rate: run.opts.rate,
+        manifest,
+        image: &fw.bytes,
+        peers: BTreeMap::new(),
+        participants: BTreeSet::new(),
+        run,
+    };
+    s.announce(fw).await?;
+    s.transfer().await?;
+    s.flash().await
+}
+
+struct Sender<'a> {
+    run: &'a mut Run,
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    id: ManifestId,
+    total: u32,
+    image: &'a [u8],
+    peers: BTreeMap<String, Peer>,
+    participants: BTreeSet<String>,
+    rate: f64,
+}
+
+impl Sender<'_> {
+    async fn publish(&mut self, level: &str, command: Command, payload: &[u8]) -> Result<()> {
+        let topic = command
+            .topic(&self.run.bus.in_prefix, level)
+            .map_err(|e| anyhow::anyhow!("cannot address {level:?}: {e}"))?;
+        self.run.bus.publish(&topic, payload).await
+    }
+
+    /// Where a command for all remaining participants goes: the firmware ID while every
+    /// participant is still in, else each one's ID.
+    fn levels(&self) -> Vec<String> {
+        let left: BTreeSet<String> = self.peers.keys().cloned().collect();
+        match &self.run.targets {
+            Targets::Firmware(fw) if left == self.participants => vec![fw.clone()],
+            _ => left.into_iter().collect(),
+        }
+    }
+
+    fn end(&mut self, node: &str, outcome: Outcome) {
+        self.peers.remove(node);
+        self.run.end(node, outcome);
+    }
+
+    async fn announce(&mut self, fw: &Firmware) -> Result<()> {
+        self.run.progress.phase("manifest");
+        let (id, bytes, in_prefix) = (self.id, self.bytes.clone(), self.run.bus.in_prefix.clone());
+        let peers = &mut self.peers;
+        let joined = self
+            .run
+            .discover(
+                async |bus, levels| {
+                    for level in levels {
+                        let topic = Command::Manifest
+                            .topic(&in_prefix, level)
+                            .map_err(|e| anyhow::anyhow!("cannot address {level:?}: {e}"))?;
+                        bus.publish(&topic, &bytes).await?;
+                    }
+                    Ok(())
+                },
+                |run, msg| {
+                    let report = state(msg).filter(|r| r.subject == id)?;
+                    if let Some(reason) = report.result {
+                        run.end(&msg.node, refusal(reason, &report));
+                        return Some(false);
+                    }
+                    let peer = Peer {
+                        received: report.received,
+                        verified: matches!(report.phase, Phase::Verified | Phase::Installing),
+                        ..Peer::default()
+                    };
+                    peers.insert(msg.node.clone(), peer);
+                    Some(true)
+                },
+            )
+            .await?;
+        for node in &joined {
+            let received = self.peers.get(node).map_or(0, |p| p.received);
+            self.run.progress.add(node);
+            self.run.progress.set(node, u64::from(received));
+        }
+        self.participants = joined;
+        if self.participants.is_empty() && self.run.ended.is_empty() {
+            bail!(
+                "no node answered the manifest within {} s: is --id {} right? are the nodes \
+                 online? try `mqttmesh topology`",
+                self.run.opts.discover.as_secs(),
+                fw.target()
+            );
+        }
+        for peer in self.peers.values_mut() {
+            if peer.received == 0 && !peer.verified {
+                peer.missing = (0..self.total).collect();
+                peer.known = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn transfer(&mut self) -> Result<()> {
+        let mut round = 0;
+        loop {
+            let to_send: BTreeSet<u32> = self
+                .peers
+                .values()
+                .filter(|p| !p.verified && p.known)
+                .flat_map(|p| p.missing.iter().copied())
+                .collect();
+            if self.peers.values().all(|p| p.verified) {
+                return Ok(());
+            }
+            round += 1;
+            if !to_send.is_empty() {
+                let what = if round == 1 { "streaming" } else { "resending" };
+                let phase = format!("{what} {} chunks at {:.0}/s", to_send.len(), self.rate);
+                self.run.progress.phase(&phase);
+                for peer in self.peers.values_mut() {
+                    peer.sent = if peer.known { peer.missing.len() as u32 } else { 0 };
+                }
+                self.stream(&to_send).await?;
+            }
+            self.run.progress.phase(&format!("status round {round}"));
+            let before: BTreeMap<String, u32> =
+                self.peers.iter().map(|(n, p)| (n.clone(), p.received)).collect();
+            self.status_round().await?;
+            self.after_round(&before);
+        }
+    }
+
+    /// Sends `chunks` at the current rate, reading answers in between.
+    async fn stream(&mut self, chunks: &BTreeSet<u32>) -> Result<()> {
+        let period = Duration::from_secs_f64(1.0 / self.rate);
+        let levels = self.levels();
+        let mut next = Instant::now();
+        for (k, &index) in chunks.iter().enumerate() {
+            while let Some(msg) = self.run.bus.recv_until(next).await? {
+                self.on_message(&msg).await?;
+            }
+            let Some(chunk) = self.manifest.chunk(self.image, index) else {
+                continue;
+            };
+            let chunk = chunk.to_vec();
+            for level in &levels {
+                self.publish(level, Command::Chunk { id: self.id, index }, &chunk)
+                    .await?;
+            }
+            if (k + 1) % CHECKPOINT == 0 {
+                for level in &levels {
+                    self.publish(level, Command::Status { id: None }, &[]).await?;
+                }
+            }
+            self.run.progress.tick();
+            // Never catch up in a burst after a stall (the broker or our reader).
+            next = (next + period).max(Instant::now() - period);
+        }
+        Ok(())
+    }
+
+    /// Asks every unverified participant for its state and missing chunks, and waits
+    /// until each answered completely or `--timeout` passed.
+    async fn status_round(&mut self) -> Result<()> {
+        for peer in self.peers.values_mut() {
+            peer.answered = peer.verified;
+            peer.known = false;
+            peer.gathering.clear();
+        }
+        // Verified nodes named by a firmware ID target answer too: harmless.
+        let asked = self.levels();
+        for level in &asked {
+            self.publish(level, Command::Status { id: Some(self.id) }, &[])
+                .await?;
+        }
+        let deadline = Instant::now() + self.run.opts.timeout;
+        while self.peers.values().any(|p| !p.answered) {
+            self.run.progress.tick();
+            let Some(msg) = self.run.bus.recv_until(deadline).await? else {
+                break;
+            };
+            self.on_message(&msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Silence, stalls and the rate, after a round.
+    fn after_round(&mut self, before: &BTreeMap<String, u32>) {
+        let retries = self.run.opts.retries;
+        let mut worst_loss: f64 = 0.0;
+        let mut ended = Vec::new();
+        for (node, peer) in self.peers.iter_mut() {
+            if !peer.answered {
+                peer.silent += 1;
+                self.run.progress.note(node, &format!("silent {}", peer.silent));
+                if peer.silent > retries {
+                    let why = format!("no answer to {} status rounds", peer.silent);
+                    ended.push((node.clone(), Outcome::Unreachable(why)));
+                }
+                continue;
+            }
+            peer.silent = 0;
+            if peer.verified || peer.sent == 0 {
+                continue;
+            }
+            let lost = peer.missing.len() as f64 / f64::from(peer.sent);
+            worst_loss = worst_loss.max(lost);
+            if before.get(node).is_some_and(|&b| peer.received <= b) {
+                peer.stalled += 1;
+                if peer.stalled > retries {
+                    let why = format!("no chunk got through in {} resends", peer.stalled);
+                    ended.push((node.clone(), Outcome::Failed(why)));
+                }
+            } else {
+                peer.stalled = 0;
+            }
+        }
+        for (node, outcome) in ended {
+            self.end(&node, outcome);
+        }
+        self.rate = if worst_loss > LOSS_SLOWDOWN {
+            (self.rate / 2.0).max(MIN_RATE)
+        } else if worst_loss == 0.0 {
+            (self.rate * 1.25).min(self.run.opts.rate)
+        } else {
+            self.rate
+        };
+    }
+
+    /// Any answer, at any time of the transfer.
+    async fn on_message(&mut self, msg: &Msg) -> Result<()> {
+        if !self.peers.contains_key(&msg.node) {
+            return Ok(());
+        }
+        if msg.sub == STATE_SUBTOPIC {
+            if let Some(report) = state(msg) {
+                self.on_state(&msg.node, report).await?;
+            }
+        } else if msg.sub == MISSING_SUBTOPIC {
+            if let Ok(window) = Missing::decode(&msg.payload) {
+                self.on_window(&msg.node, &window).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_state(&mut self, node: &str, report: Report) -> Result<()> {
+        let (id, total) = (self.id, self.total);
+        if report.subject != id {
+            // A checkpoint answer (subject 0): progress only.
+            if let Some(peer) = self.peers.get_mut(node) {
+                peer.round_answer = false;
+                if report.held == id && report.result.is_none() {
+                    peer.received = peer.received.max(report.received);
+                    self.run.progress.set(node, u64::from(peer.received));
+                }
+            }
+            return Ok(());
+        }
+        match report.result {
+            None => {
+                let Some(peer) = self.peers.get_mut(node) else {
+                    return Ok(());
+                };
+                peer.round_answer = true;
+                peer.received = report.received;
+                self.run.progress.set(node, u64::from(report.received));
+                match report.phase {
+                    Phase::Verified | Phase::Installing => {
+                        peer.verified = true;
+                        peer.answered = true;
+                        peer.missing.clear();
+                        self.run.progress.set(node, u64::from(total));
+                        self.run.progress.note(node, "verified");
+                    }
+                    Phase::Receiving if report.received >= total => peer.answered = true,
+                    // Receiving: the missing window follows.
+                    Phase::Receiving => {}
+                    Phase::Idle => self.reannounce(node).await?,
+                }
+            }
+            // The node lost the upload (restart without progress, abort): start over.
+            Some(Reason::UnknownManifest) => self.reannounce(node).await?,
+            Some(Reason::HashMismatch) => {
+                let retries = self.run.opts.retries;
+                let peer = self.peers.entry(node.to_string()).or_default();
+                peer.hash_failures += 1;
+                if peer.hash_failures > retries {
+                    let why = "image SHA-256 mismatch on every attempt".to_string();
+                    self.end(node, Outcome::Failed(why));
+                } else {
+                    self.reannounce(node).await?;
+                }
+            }
+            // A stray chunk refusal is not worth ending a node for; the windows decide.
+            Some(Reason::BadChunk) => {}
+            Some(reason) => {
+                let outcome = refusal(reason, &report);
+                self.end(node, outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the manifest again to one node, then asks its state.
+    async fn reannounce(&mut self, node: &str) -> Result<()> {
+        self.run.progress.note(node, "announcing again");
+        let bytes = self.bytes.clone();
+        self.publish(node, Command::Manifest, &bytes).await?;
+        self.publish(node, Command::Status { id: Some(self.id) }, &[])
+            .await
+    }
+
+    async fn on_window(&mut self, node: &str, window: &Missing<'_>) -> Result<()> {
+        let total = self.total;
+        let Some(peer) = self.peers.get_mut(node) else {
+            return Ok(());
+        };
+        if window.id() != self.id || !peer.round_answer || peer.answered {
+            return Ok(());
+        }
+        let before = peer.gathering.len();
+        peer.gathering.extend(window.iter().filter(|&i| i < total));
+        let lacking = total.saturating_sub(peer.received) as usize;
+        let next = window.first().saturating_add(u32::from(window.count()));
+        let grew = peer.gathering.len() > before;
+        if window.count() == 0 || peer.gathering.len() >= lacking || !grew || next >= total {
+            peer.missing = std::mem::take(&mut peer.gathering);
+            peer.known = true;
+            peer.answered = true;
+            return Ok(());
+        }
+        // More is missing past this window: ask from where it ended.
+        let status = Command::Status { id: Some(self.id) };
+        self.publish(node, status, &next.to_be_bytes()).await
+    }
+
+    async fn flash(&mut self) -> Result<()> {
+        let verified: BTreeSet<String> = self.peers.keys().cloned().collect();
+        if verified.is_empty() {
+            return Ok(());
+        }
+        self.run.progress.phase("flash");
+        for level in self.levels() {
+            self.publish(&level, Command::Flash { id: self.id }, &[]).await?;
+        }
+        let installing = self.await_installing(verified).await?;
+        self.run
+            .progress
+            .phase("waiting for the nodes to come back with the new version");
+        let version = self.manifest.version.to_string();
+        let in_prefix = self.run.bus.in_prefix.clone();
+        self.run
+            .await_boot(
+                installing,
+                &version,
+                async |bus, waiting| {
+                    for node in waiting {
+                        let topic = Command::Status { id: None }
+                            .topic(&in_prefix, node)
+                            .map_err(|e| anyhow::anyhow!("cannot address {node:?}: {e}"))?;
+                        bus.publish(&topic, &[]).await?;
+                    }
+                    Ok(())
+                },
+                |msg| {
+                    let report = state(msg)?;
+                    (report.phase == Phase::Idle && report.result.is_none()).then(|| {
+                        if same_version(&report.version, &version) {
+                            Outcome::Updated(report.version.to_string())
+                        } else {
+                            Outcome::Failed(format!("rolled back to v{}", report.version))
+                        }
+                    })
+                },
+            )
+            .await
+    }
+
+    /// Waits for each node's `installing` answer to `flash`, asking again after
+    /// `--timeout`; returns the nodes that install (or already restarted).
+    async fn await_installing(&mut self, mut pending: BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let mut installing = BTreeSet::new();
+        let mut tries = 0;
+        let mut deadline = Instant::now() + self.run.opts.timeout;
+        while !pending.is_empty() {
+            let Some(msg) = self.run.bus.recv_until(deadline).await? else {
+                tries += 1;
+                if tries > self.run.opts.retries {
+                    for node in std::mem::take(&mut pending) {
+                        self.end(&node, Outcome::Unreachable("no answer to flash".into()));
+                    }
+                    break;
+                }
+                for node in pending.clone() {
+                    self.publish(&node, Command::Flash { id: self.id }, &[]).await?;
+                }
+                deadline = Instant::now() + self.run.opts.timeout;
+                continue;
+            };
+            if !pending.contains(&msg.node) {
+                continue;
+            }
+            let Some(report) = state(&msg).filter(|r| r.subject == self.id) else {
+                continue;
+            };
+            match report.result {
+                None if report.phase == Phase::Installing => {}
+                None => continue,
+                // A repeated `flash` that met the node after its restart: it is back.
+                Some(Reason::UnknownManifest) => {}
+                Some(reason) => {
+                    pending.remove(&msg.node);
+                    let why = format!("flash refused: {reason}");
+                    self.end(&msg.node, Outcome::Failed(why));
+                    continue;
+                }
+            }
+            pending.remove(&msg.node);
+            self.run.progress.note(&msg.node, "installing");
+            installing.insert(msg.node);
+        }
+        Ok(installing)
+    }
+}
+
+/// A state report, if `msg` is one.
+fn state(msg: &Msg) -> Option<Report> {
+    (msg.sub == STATE_SUBTOPIC)
+        .then(|| Report::decode(&msg.payload).ok())
+        .flatten()
+}
+
+/// The outcome of a refused manifest.
+fn refusal(reason: Reason, report: &Report) -> Outcome {
+    match reason {
+        Reason::Busy => Outcome::Refused(format!(
+            "{reason} ({}, {}/{} chunks); abort it or let it finish",
+            report.held, report.received, report.total
+        )),
+        Reason::Downgrade => Outcome::Refused(format!(
+            "{reason}: it runs v{}; sign with --allow-downgrade to force",
+            report.version
+        )),
+        _ => Outcome::Refused(reason.to_string()),
+    }
+}

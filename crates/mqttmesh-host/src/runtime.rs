@@ -76,6 +76,10 @@ pub struct NodeStatus {
     pub led: bool,
     /// Messages the application received.
     pub received: u64,
+    /// Restarts since the task started (Restart commands, installs, failed trials).
+    pub restarts: u64,
+    /// Version the node runs (from its image, or the configured one).
+    pub firmware_version: String,
 }
 
 /// Everything one node task needs.
@@ -647,5 +651,7 @@ impl Driver {
         st.counters = *self.node.counters();
         st.published = self.app.published();
         st.led = self.app.led();
+        st.restarts = self.restarts;
+        st.firmware_version = self.node.config().firmware_version.to_string();
     }
 }

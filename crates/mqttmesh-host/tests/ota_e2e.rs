@@ -260,7 +260,7 @@ async fn v2_signed_update_by_node_id_and_a_tampered_image_is_refused() {
     );
     send(&obs, &deep, &Command::Flash { id }, b"").await;
     assert!(
-        versions_become(&obs, &[deep.clone()], "0.1").await,
+        versions_become(&obs, std::slice::from_ref(&deep), "0.1").await,
         "booted into a tampered image"
     );
 
@@ -282,7 +282,7 @@ async fn v2_signed_update_by_node_id_and_a_tampered_image_is_refused() {
     );
     send(&obs, &deep, &Command::Flash { id }, b"").await;
     assert!(
-        versions_become(&obs, &[deep.clone()], "0.3").await,
+        versions_become(&obs, std::slice::from_ref(&deep), "0.3").await,
         "did not come back running v0.3"
     );
     let others: Vec<String> = (0..3).map(|i| mesh.node_id(i)).collect();
@@ -365,7 +365,7 @@ async fn an_image_that_never_reaches_the_broker_is_rolled_back() {
         render_tree(&mesh.rows())
     );
     assert!(
-        versions_become(&obs, &[root.clone()], "0.1").await,
+        versions_become(&obs, std::slice::from_ref(&root), "0.1").await,
         "the unconfirmed image was not rolled back"
     );
 }

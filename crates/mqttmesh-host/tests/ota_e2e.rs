@@ -369,3 +369,92 @@ async fn an_image_that_never_reaches_the_broker_is_rolled_back() {
         "the unconfirmed image was not rolled back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_resumes_after_a_lost_link_and_a_node_restart() {
+    use mqttmesh_core::ota::v2::Missing;
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("resume");
+    let (mut mesh, obs) = mesh(broker.addr(), &dir, false).await;
+    let deep = mesh.node_id(3);
+    let image = make_test_image("0.6", "mqttmesh", 40 * 1024, 6);
+    let manifest = Manifest::new(FW, "0.6", &image, 1024).expect("manifest");
+    let id = manifest.id();
+    let total = manifest.chunk_count();
+    send(&obs, &deep, &Command::Manifest, &manifest.to_bytes()).await;
+    let chunks: Vec<(u32, &[u8])> = manifest.chunks(&image).collect();
+    let half = chunks.len() / 2;
+    for (index, chunk) in &chunks[..half] {
+        send(&obs, &deep, &Command::Chunk { id, index: *index }, chunk).await;
+    }
+    send(&obs, &deep, &Command::Status { id: Some(id) }, b"").await;
+    assert!(
+        obs.wait_for(WAIT, |o| reports(o, &deep)
+            .iter()
+            .any(|r| r.received as usize == half))
+            .await,
+        "first half not received: {:?}",
+        reports(&obs, &deep)
+    );
+
+    // The relay above it dies: the rest of the chunks go nowhere.
+    mesh.kill(2);
+    assert!(mesh.wait_for(WAIT, |m| !m.statuses()[3].online).await);
+    for (index, chunk) in &chunks[half..] {
+        send(&obs, &deep, &Command::Chunk { id, index: *index }, chunk).await;
+    }
+    mesh.revive(2).await.expect("revive");
+    assert!(
+        mesh.wait_for(WAIT, |m| m.all_online()).await,
+        "{}",
+        render_tree(&mesh.rows())
+    );
+    // And the node itself restarts: its progress is in flash.
+    obs.publish(&format!("{IN}{deep}/Restart"), b"", false)
+        .await
+        .expect("publish");
+    assert!(mesh.wait_for(WAIT, |m| m.statuses()[3].restarts >= 1).await);
+    assert!(mesh.wait_for(WAIT, |m| m.all_online()).await);
+
+    // Ask what is missing and send only that, until verified.
+    let mut resent = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never verified: {:?}",
+            reports(&obs, &deep)
+        );
+        let seen = answered(&obs, &deep, "ota2/missing").len();
+        send(&obs, &deep, &Command::Status { id: Some(id) }, b"").await;
+        let got = obs
+            .wait_for(Duration::from_secs(2), |o| {
+                answered(o, &deep, "ota2/missing").len() > seen
+                    || reports(o, &deep).iter().any(|r| r.phase == Phase::Verified)
+            })
+            .await;
+        if reports(&obs, &deep)
+            .iter()
+            .any(|r| r.phase == Phase::Verified)
+        {
+            break;
+        }
+        if !got {
+            continue;
+        }
+        let windows = answered(&obs, &deep, "ota2/missing");
+        let last = windows.last().expect("a window");
+        let missing = Missing::decode(last).expect("a missing window");
+        for index in missing.iter() {
+            let chunk = manifest.chunk(&image, index).expect("index in range");
+            send(&obs, &deep, &Command::Chunk { id, index }, chunk).await;
+            resent += 1;
+        }
+    }
+    assert!(
+        resent > 0 && resent <= total as usize - half,
+        "resent {resent} of {total}"
+    );
+    send(&obs, &deep, &Command::Flash { id }, b"").await;
+    assert!(versions_become(&obs, std::slice::from_ref(&deep), "0.6").await);
+}

@@ -11,6 +11,7 @@ pub mod mesh;
 pub mod mosquitto;
 mod mqtt;
 pub mod observer;
+pub mod ota;
 pub mod radio;
 pub mod runtime;
 pub mod topology;

@@ -34,6 +34,12 @@ pub struct MeshSpec {
     pub seed: u64,
     /// Demo-app publication interval (zero: the app does not publish).
     pub publish_interval: Duration,
+    /// Per-node flash, bootloader and OTA receivers (`None`: nodes have no flash and
+    /// ignore OTA messages).
+    pub ota: Option<crate::ota::OtaSpec>,
+    /// Firmware IDs by node index, for meshes of mixed firmware (nodes past the end
+    /// of the list, or all when it is empty, run `config.firmware_id`).
+    pub firmware_ids: Vec<u32>,
 }
 
 /// A running mesh.
@@ -104,13 +110,18 @@ impl Mesh {
     }
 
     async fn spawn(&self, i: usize) -> std::io::Result<NodeHandle> {
+        let mut config = self.spec.config.clone();
+        if let Some(id) = self.spec.firmware_ids.get(i) {
+            config.firmware_id = *id;
+        }
         let spec = NodeSpec {
             index: i,
             chip_id: self.chip_ids[i],
-            config: self.spec.config.clone(),
+            config,
             seed: self.spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             broker: self.spec.broker,
             publish_interval: self.spec.publish_interval,
+            ota: self.spec.ota.clone(),
         };
         NodeHandle::start(spec, self.radio.clone(), self.epoch).await
     }

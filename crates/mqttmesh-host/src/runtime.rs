@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use mqttmesh_core::link::MAX_FRAME;
-use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, Parent};
+use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent};
+use mqttmesh_core::MsgType;
 use mqttmesh_core::{Config, Instant, Mac};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::app::App;
 use crate::link::{self, Airtime, LinkHandle};
 use crate::mqtt::Session;
+use crate::ota::{NodeFirmware, OtaSpec};
 use crate::radio::{Ap, Radio};
 
 /// What reaches a node task.
@@ -74,6 +76,10 @@ pub struct NodeStatus {
     pub led: bool,
     /// Messages the application received.
     pub received: u64,
+    /// Restarts since the task started (Restart commands, installs, failed trials).
+    pub restarts: u64,
+    /// Version the node runs (from its image, or the configured one).
+    pub firmware_version: String,
 }
 
 /// Everything one node task needs.
@@ -91,6 +97,8 @@ pub struct NodeSpec {
     pub broker: SocketAddr,
     /// Demo-app publication interval.
     pub publish_interval: std::time::Duration,
+    /// Flash, bootloader and OTA (`None`: OTA messages are ignored).
+    pub ota: Option<OtaSpec>,
 }
 
 /// A running node.
@@ -171,6 +179,9 @@ struct Driver {
     app: App,
     status: Arc<Mutex<NodeStatus>>,
     restarts: u64,
+    firmware: Option<NodeFirmware>,
+    trial_deadline: Option<tokio::time::Instant>,
+    restart_pending: bool,
 }
 
 async fn run(
@@ -194,13 +205,8 @@ async fn run(
         }
     });
     let now = Instant::from_millis(epoch.elapsed().as_millis() as u64);
-    let node = Node::new(
-        spec.config.clone(),
-        spec.chip_id,
-        spec.seed,
-        "Power on",
-        now,
-    );
+    let (firmware, config) = boot_firmware(&spec);
+    let node = Node::new(config, spec.chip_id, spec.seed, "Power on", now);
     let app = App::new(spec.publish_interval);
     let mut d = Driver {
         spec,
@@ -219,7 +225,11 @@ async fn run(
         app,
         status,
         restarts: 0,
+        firmware,
+        trial_deadline: None,
+        restart_pending: false,
     };
+    d.arm_trial();
     loop {
         d.drain();
         d.publish_status();
@@ -244,6 +254,13 @@ async fn run(
             _ = sleep_opt(app_due) => {
                 d.app.tick(&mut d.node);
             }
+            _ = sleep_opt(d.trial_deadline) => {
+                d.trial_deadline = None;
+                if d.firmware.as_ref().is_some_and(|f| f.on_trial()) && !d.node.connected() {
+                    tracing::warn!(target: "mqttmesh::ota", node = %d.node.id(), "trial image did not reach the broker in time; restarting into the previous one");
+                    d.restart();
+                }
+            }
         }
     }
     // Crash: every socket drops without goodbye.
@@ -259,6 +276,28 @@ async fn run(
     st.depth = None;
     st.parent = None;
     st.children.clear();
+}
+
+/// Boots the node's firmware (when it has flash) and the configuration it runs with:
+/// the version is the running image's, when its slot holds one.
+fn boot_firmware(spec: &NodeSpec) -> (Option<NodeFirmware>, Config) {
+    let mut config = spec.config.clone();
+    let Some(ota) = &spec.ota else {
+        return (None, config);
+    };
+    match NodeFirmware::boot(ota, spec.chip_id, &spec.config) {
+        Ok(f) => {
+            if let Some(v) = f.version() {
+                config.firmware_version.clear();
+                let _ = config.firmware_version.push_str(v);
+            }
+            (Some(f), config)
+        }
+        Err(e) => {
+            tracing::error!(target: "mqttmesh::ota", "chip {:06X}: {e}; running without flash", spec.chip_id);
+            (None, config)
+        }
+    }
 }
 
 async fn sleep_opt(t: Option<tokio::time::Instant>) {
@@ -381,8 +420,18 @@ impl Driver {
             }
             while let Some(event) = self.node.poll_event() {
                 busy = true;
-                if let Event::Message { .. } = event {
-                    lock(&self.status).received += 1;
+                match &event {
+                    Event::Message { .. } => lock(&self.status).received += 1,
+                    Event::Connected => self.confirm_firmware(),
+                    Event::Ota {
+                        exchange,
+                        command,
+                        payload,
+                    } => {
+                        self.on_ota(*exchange, command, payload);
+                        continue;
+                    }
+                    Event::Disconnected => {}
                 }
                 self.app.handle(&mut self.node, event);
             }
@@ -401,6 +450,11 @@ impl Driver {
                 }
             }
             if !busy {
+                if std::mem::take(&mut self.restart_pending) {
+                    // The replies are queued on the links: now reboot.
+                    self.restart();
+                    continue;
+                }
                 return;
             }
         }
@@ -531,13 +585,56 @@ impl Driver {
         self.parent_gen += 1;
         self.restarts += 1;
         let now = self.now();
+        // Drop the old firmware handles first: the boot reads the flash afresh.
+        self.firmware = None;
+        let (firmware, config) = boot_firmware(&self.spec);
+        self.firmware = firmware;
         self.node = Node::new(
-            self.spec.config.clone(),
+            config,
             self.spec.chip_id,
             self.spec.seed.wrapping_add(self.restarts),
             "Restart",
             now,
         );
+        self.arm_trial();
+    }
+
+    /// Starts the trial timer when the running image is on trial.
+    fn arm_trial(&mut self) {
+        self.trial_deadline = match (&self.firmware, &self.spec.ota) {
+            (Some(f), Some(spec)) if f.on_trial() => {
+                Some(tokio::time::Instant::now() + spec.trial_timeout)
+            }
+            _ => None,
+        };
+    }
+
+    fn confirm_firmware(&mut self) {
+        if let Some(f) = &mut self.firmware {
+            if f.confirm() {
+                self.trial_deadline = None;
+                tracing::info!(target: "mqttmesh::ota", node = %self.node.id(), "new image confirmed: {}", f.version().unwrap_or("?"));
+            }
+        }
+    }
+
+    /// An OTA message for this node: the receiver writes, answers, maybe installs.
+    fn on_ota(&mut self, exchange: OtaExchange, command: &str, payload: &[u8]) {
+        let Some(firmware) = &mut self.firmware else {
+            tracing::debug!(target: "mqttmesh::ota", node = %self.node.id(), "no flash: OTA {command} ignored");
+            return;
+        };
+        let mut replies = Vec::new();
+        let install = firmware.handle(exchange, command, payload, |r| replies.push(r));
+        for r in replies {
+            if let Err(e) = self.node.publish(&r.subtopic, &r.payload, MsgType::Qos1) {
+                tracing::warn!(target: "mqttmesh::ota", node = %self.node.id(), "cannot answer {}: {e}", r.subtopic);
+            }
+        }
+        if let Some(install) = install {
+            tracing::info!(target: "mqttmesh::ota", node = %self.node.id(), "installing a {}-byte image; restarting", install.len);
+            self.restart_pending = true;
+        }
     }
 
     fn publish_status(&self) {
@@ -554,5 +651,7 @@ impl Driver {
         st.counters = *self.node.counters();
         st.published = self.app.published();
         st.led = self.app.led();
+        st.restarts = self.restarts;
+        st.firmware_version = self.node.config().firmware_version.to_string();
     }
 }

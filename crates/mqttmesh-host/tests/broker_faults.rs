@@ -59,6 +59,8 @@ async fn start_mesh(placement: Placement, config: Config, broker: SocketAddr, se
         broker,
         seed,
         publish_interval: Duration::from_millis(300),
+        ota: None,
+        firmware_ids: Vec::new(),
     })
     .await
     .expect("nodes start")

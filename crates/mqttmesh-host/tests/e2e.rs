@@ -60,6 +60,8 @@ async fn start_with(
         broker,
         seed,
         publish_interval: Duration::from_millis(500),
+        ota: None,
+        firmware_ids: Vec::new(),
     })
     .await
     .expect("nodes start");

@@ -47,6 +47,36 @@ pub struct NodeFlags {
     /// MQTT password.
     #[arg(long, requires = "mqtt_username")]
     pub mqtt_password: Option<String>,
+    /// Ed25519 public key OTA v2 updates must be signed with (a file written by
+    /// `mqttmesh keygen`: 32 raw bytes, or 64 hex digits).
+    #[arg(long, value_name = "FILE")]
+    pub ota_public_key: Option<std::path::PathBuf>,
+    /// Refuse OTA v2 images older than the running version.
+    #[arg(long)]
+    pub ota_refuse_downgrade: bool,
+}
+
+/// Reads an Ed25519 public key file: 32 raw bytes, or 64 hex digits.
+pub fn read_public_key(path: &std::path::Path) -> Result<[u8; 32]> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow!("cannot read the OTA public key {}: {e}", path.display()))?;
+    if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(key);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let hex = text.trim();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        return Ok(key);
+    }
+    Err(anyhow!(
+        "{} is not an Ed25519 public key (expected 32 raw bytes or 64 hex digits, got {} bytes); make one with `mqttmesh keygen`",
+        path.display(),
+        bytes.len()
+    ))
 }
 
 impl NodeFlags {
@@ -70,6 +100,10 @@ impl NodeFlags {
             .max_depth(self.max_depth)
             .mesh_port(self.mesh_port)
             .timing(timing);
+        if let Some(path) = &self.ota_public_key {
+            b = b.ota_public_key(read_public_key(path)?);
+        }
+        b = b.ota_refuse_downgrade(self.ota_refuse_downgrade);
         if let Some(user) = &self.mqtt_username {
             b = b.mqtt_credentials(user, self.mqtt_password.as_deref().unwrap_or(""));
         }

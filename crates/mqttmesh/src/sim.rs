@@ -12,8 +12,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqttmesh_core::config::Timing as NodeTiming;
 use mqttmesh_host::broker::EmbeddedBroker;
+use mqttmesh_host::flash::Layout;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
 use mqttmesh_host::observer::Observer;
+use mqttmesh_host::ota::OtaSpec;
 use mqttmesh_host::radio::{Model, Placement, Timing};
 use mqttmesh_host::topology;
 use serde::Serialize;
@@ -66,6 +68,14 @@ pub struct SimArgs {
     /// Probability that a mesh frame is lost on the air and resent (0..1).
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     loss: f64,
+    /// Give every node a flash file in DIR (two 1.5 MiB application slots and
+    /// `otadata`) so it takes firmware updates (`mqttmesh ota`); kept across runs.
+    #[arg(long, value_name = "DIR")]
+    flash_dir: Option<PathBuf>,
+    /// A trial image that has not reached the broker after this many seconds is given
+    /// up: the node restarts into the previous one.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    trial_timeout: u64,
     /// Seconds between the demo app's counter publications.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     publish_interval: f64,
@@ -154,6 +164,19 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         broker,
         seed: args.seed,
         publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
+        ota: match &args.flash_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create --flash-dir {}", dir.display()))?;
+                Some(OtaSpec {
+                    dir: dir.clone(),
+                    layout: Layout::default(),
+                    trial_timeout: Duration::from_secs(args.trial_timeout),
+                })
+            }
+            None => None,
+        },
+        firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
     let mesh = Mesh::start(spec).await.context("cannot start the nodes")?;

@@ -234,6 +234,8 @@ async fn topology_monitor_and_forget_follow_a_live_mesh() {
         broker: broker.addr(),
         seed: 7,
         publish_interval: Duration::from_millis(500),
+        ota: None,
+        firmware_ids: Vec::new(),
     })
     .await
     .expect("nodes start");

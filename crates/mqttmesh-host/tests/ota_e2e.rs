@@ -1,0 +1,460 @@
+//! OTA end to end: emulated nodes with flash, a real Mosquitto, the original exchange
+//! and ours, driven by minimal senders written here from the specifications
+//! (compat.md "OTA over MQTT", docs/PROTOCOL.md "OTA v2"); the `mqttmesh ota` command
+//! has its own tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use md5::{Digest, Md5};
+use mqttmesh_core::config::{Config, Timing as NodeTiming};
+use mqttmesh_core::ota::v2::{Command, Manifest, Phase, Report};
+use mqttmesh_core::Duration as CoreDuration;
+use mqttmesh_host::flash::Layout;
+use mqttmesh_host::image::make_test_image;
+use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
+use mqttmesh_host::mosquitto::Mosquitto;
+use mqttmesh_host::observer::Observer;
+use mqttmesh_host::ota::OtaSpec;
+use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::topology;
+
+const OUT: &str = "esp8266-out/";
+const IN: &str = "esp8266-in/";
+const WAIT: Duration = Duration::from_secs(30);
+const FW: u32 = 0x1337;
+const OTHER_FW: u32 = 0x2222;
+const SECRET: [u8; 32] = [7; 32];
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("mqttmesh-ota-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(broker: SocketAddr, signed: bool) -> Config {
+    let mut b = Config::builder()
+        .firmware(FW, "0.1")
+        .network("mqttmesh-router", "router-password")
+        .broker(&broker.ip().to_string(), broker.port())
+        .timing(NodeTiming {
+            scan_timeout: CoreDuration::from_secs(5),
+            associate_timeout: CoreDuration::from_secs(3),
+            connect_timeout: CoreDuration::from_secs(3),
+            keepalive_interval: CoreDuration::from_millis(1000),
+            link_timeout: CoreDuration::from_millis(4000),
+            retry_backoff: CoreDuration::from_millis(300),
+            mqtt_keepalive: CoreDuration::from_secs(10),
+        });
+    if signed {
+        b = b.ota_public_key(SigningKey::from_bytes(&SECRET).verifying_key().to_bytes());
+    }
+    b.build().expect("valid config")
+}
+
+/// A line of four nodes (depth 4); node 2 runs another firmware.
+async fn mesh(broker: SocketAddr, dir: &TempDir, signed: bool) -> (Mesh, Observer) {
+    mesh_with_trial(broker, dir, signed, Duration::from_secs(20)).await
+}
+
+async fn mesh_with_trial(
+    broker: SocketAddr,
+    dir: &TempDir,
+    signed: bool,
+    trial_timeout: Duration,
+) -> (Mesh, Observer) {
+    let obs = Observer::start(
+        broker,
+        OUT,
+        &format!("ota-observer-{}", dir.0.display().to_string().len()),
+    )
+    .await
+    .expect("observer");
+    let mesh = Mesh::start(MeshSpec {
+        placement: topology::line(4),
+        model: Model::default(),
+        timing: Timing::fast(),
+        config: config(broker, signed),
+        broker,
+        seed: 5,
+        publish_interval: Duration::ZERO,
+        ota: Some(OtaSpec {
+            dir: dir.0.clone(),
+            layout: Layout::with_slot_size(256 * 1024).expect("layout"),
+            trial_timeout,
+        }),
+        firmware_ids: vec![FW, FW, OTHER_FW, FW],
+    })
+    .await
+    .expect("mesh starts");
+    assert!(
+        mesh.wait_for(WAIT, |m| m.all_online()).await,
+        "{}",
+        render_tree(&mesh.rows())
+    );
+    (mesh, obs)
+}
+
+fn answered(obs: &Observer, id: &str, sub: &str) -> Vec<Vec<u8>> {
+    let topic = format!("{OUT}{id}/{sub}");
+    obs.messages(|t| t == topic)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect()
+}
+
+/// Every node's latest `fw` answer says `v<version>` (after asking again).
+async fn versions_become(obs: &Observer, ids: &[String], version: &str) -> bool {
+    let want = format!(" v{version} ");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        obs.publish(&format!("{IN}fw/test"), b"", false)
+            .await
+            .expect("publish");
+        let ok = obs
+            .wait_for(Duration::from_millis(500), |o| {
+                ids.iter().all(|id| {
+                    answered(o, id, "fw")
+                        .last()
+                        .is_some_and(|p| String::from_utf8_lossy(p).contains(&want))
+                })
+            })
+            .await;
+        if ok {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_exchange_updates_matching_nodes_several_hops_deep() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("compat");
+    let (mesh, obs) = mesh(broker.addr(), &dir, false).await;
+    let ids: Vec<String> = (0..4).map(|i| mesh.node_id(i)).collect();
+    let targets = [&ids[0], &ids[1], &ids[3]];
+    let image = make_test_image("0.2", "mqttmesh", 40 * 1024, 9);
+    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&image));
+    obs.publish(
+        &format!("{IN}ota/{FW:X}/start"),
+        format!("md5:{md5},len:{}", image.len()).as_bytes(),
+        false,
+    )
+    .await
+    .expect("publish");
+    assert!(
+        obs.wait_for(WAIT, |o| targets.iter().all(|id| !answered(
+            o,
+            id,
+            "ota/erase"
+        )
+        .is_empty()))
+            .await,
+        "not every matching node answered the erase"
+    );
+    for (n, chunk) in image.chunks(768).enumerate() {
+        let offset = n * 768;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+        obs.publish(&format!("{IN}ota/0x{FW:x}/{offset}"), b64.as_bytes(), false)
+            .await
+            .expect("publish");
+        let want: String = Md5::digest(chunk)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let sub = format!("ota/md5/{offset:x}");
+        assert!(
+            obs.wait_for(WAIT, |o| targets
+                .iter()
+                .all(|id| answered(o, id, &sub).iter().any(|p| p == want.as_bytes())))
+                .await,
+            "no MD5 for offset {offset}"
+        );
+    }
+    obs.publish(&format!("{IN}ota/{FW:X}/check"), b"", false)
+        .await
+        .expect("publish");
+    assert!(
+        obs.wait_for(WAIT, |o| targets.iter().all(|id| answered(
+            o,
+            id,
+            "ota/check"
+        )
+        .iter()
+        .any(|p| p == b"MD5 Passed")))
+            .await,
+        "check did not pass everywhere"
+    );
+    obs.publish(&format!("{IN}ota/{FW:X}/flash"), b"", false)
+        .await
+        .expect("publish");
+    let updated: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+    assert!(
+        versions_become(&obs, &updated, "0.2").await,
+        "nodes did not come back running v0.2"
+    );
+    // The relay of another firmware took no part and runs what it ran.
+    assert!(answered(&obs, &ids[2], "ota/erase").is_empty());
+    assert!(versions_become(&obs, &ids[2..3], "0.1").await);
+    assert!(mesh.wait_for(WAIT, |m| m.all_online()).await);
+}
+
+/// Publishes a v2 command to `target`.
+async fn send(obs: &Observer, target: &str, command: &Command, payload: &[u8]) {
+    let topic = command.topic(IN, target).expect("topic");
+    obs.publish(&topic, payload, false).await.expect("publish");
+}
+
+fn reports(obs: &Observer, id: &str) -> Vec<Report> {
+    answered(obs, id, "ota2/state")
+        .iter()
+        .filter_map(|p| Report::decode(p).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_signed_update_by_node_id_and_a_tampered_image_is_refused() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("v2");
+    let (mesh, obs) = mesh(broker.addr(), &dir, true).await;
+    let deep = mesh.node_id(3);
+    let key = SigningKey::from_bytes(&SECRET);
+    let sign = |m: &mut Manifest| {
+        m.sign_with(|bytes| Ok::<_, ()>(key.sign(bytes).to_bytes()))
+            .expect("signs");
+    };
+
+    // A tampered image: the manifest promises one image, the chunks carry another.
+    let good = make_test_image("0.3", "mqttmesh", 30 * 1024, 3);
+    let mut manifest = Manifest::new(FW, "0.3", &good, 1024).expect("manifest");
+    sign(&mut manifest);
+    let id = manifest.id();
+    send(&obs, &deep, &Command::Manifest, &manifest.to_bytes()).await;
+    let mut bad = good.clone();
+    bad[5000] ^= 0x55;
+    for (index, chunk) in manifest.chunks(&bad) {
+        send(&obs, &deep, &Command::Chunk { id, index }, chunk).await;
+    }
+    assert!(
+        obs.wait_for(WAIT, |o| reports(o, &deep)
+            .iter()
+            .any(|r| r.result.is_some() && r.phase == Phase::Idle))
+            .await,
+        "the tampered image was not refused: {:?}",
+        reports(&obs, &deep)
+    );
+    send(&obs, &deep, &Command::Flash { id }, b"").await;
+    assert!(
+        versions_become(&obs, std::slice::from_ref(&deep), "0.1").await,
+        "booted into a tampered image"
+    );
+
+    // The real one, by node ID, goes through; nobody else takes part.
+    let mut manifest = Manifest::new(FW, "0.3", &good, 1024).expect("manifest");
+    sign(&mut manifest);
+    let id = manifest.id();
+    send(&obs, &deep, &Command::Manifest, &manifest.to_bytes()).await;
+    for (index, chunk) in manifest.chunks(&good) {
+        send(&obs, &deep, &Command::Chunk { id, index }, chunk).await;
+    }
+    assert!(
+        obs.wait_for(WAIT, |o| reports(o, &deep)
+            .iter()
+            .any(|r| r.phase == Phase::Verified))
+            .await,
+        "not verified: {:?}",
+        reports(&obs, &deep)
+    );
+    send(&obs, &deep, &Command::Flash { id }, b"").await;
+    assert!(
+        versions_become(&obs, std::slice::from_ref(&deep), "0.3").await,
+        "did not come back running v0.3"
+    );
+    let others: Vec<String> = (0..3).map(|i| mesh.node_id(i)).collect();
+    assert!(versions_become(&obs, &others, "0.1").await);
+    for other in &others {
+        assert!(
+            answered(&obs, other, "ota2/state").is_empty(),
+            "{other} took part"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_unsigned_manifest_is_refused_when_a_key_is_configured() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("unsigned");
+    let (mesh, obs) = mesh(broker.addr(), &dir, true).await;
+    let image = make_test_image("0.4", "mqttmesh", 8 * 1024, 4);
+    let manifest = Manifest::new(FW, "0.4", &image, 1024).expect("manifest");
+    send(
+        &obs,
+        &format!("{FW:X}"),
+        &Command::Manifest,
+        &manifest.to_bytes(),
+    )
+    .await;
+    let matching = [mesh.node_id(0), mesh.node_id(1), mesh.node_id(3)];
+    assert!(
+        obs.wait_for(WAIT, |o| matching
+            .iter()
+            .all(|id| reports(o, id).iter().any(|r| r.result.is_some())))
+            .await,
+        "unsigned manifest not refused everywhere"
+    );
+    assert!(answered(&obs, &mesh.node_id(2), "ota2/state").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_never_reaches_the_broker_is_rolled_back() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("rollback");
+    let (mesh, obs) = mesh_with_trial(broker.addr(), &dir, false, Duration::from_secs(3)).await;
+    let root = mesh.node_id(0);
+    let image = make_test_image("0.5", "mqttmesh", 8 * 1024, 5);
+    let manifest = Manifest::new(FW, "0.5", &image, 1024).expect("manifest");
+    let id = manifest.id();
+    send(&obs, &root, &Command::Manifest, &manifest.to_bytes()).await;
+    for (index, chunk) in manifest.chunks(&image) {
+        send(&obs, &root, &Command::Chunk { id, index }, chunk).await;
+    }
+    assert!(
+        obs.wait_for(WAIT, |o| reports(o, &root)
+            .iter()
+            .any(|r| r.phase == Phase::Verified))
+            .await,
+        "not verified"
+    );
+    // Install, then make the broker unreachable: the trial image cannot confirm.
+    send(&obs, &root, &Command::Flash { id }, b"").await;
+    assert!(
+        mesh.wait_for(WAIT, |m| m.statuses()[0].firmware_version == "0.5")
+            .await,
+        "the root did not boot the new image"
+    );
+    mesh.radio().set_router_up(false);
+    // One restart installed the image; the next is the trial giving up.
+    assert!(
+        mesh.wait_for(WAIT, |m| m.statuses()[0].restarts >= 2).await,
+        "the trial did not time out"
+    );
+    assert_eq!(
+        mesh.statuses()[0].firmware_version,
+        "0.1",
+        "rolled back at boot"
+    );
+    mesh.radio().set_router_up(true);
+    assert!(
+        mesh.wait_for(WAIT, |m| m.all_online()).await,
+        "{}",
+        render_tree(&mesh.rows())
+    );
+    assert!(
+        versions_become(&obs, std::slice::from_ref(&root), "0.1").await,
+        "the unconfirmed image was not rolled back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_resumes_after_a_lost_link_and_a_node_restart() {
+    use mqttmesh_core::ota::v2::Missing;
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("resume");
+    let (mut mesh, obs) = mesh(broker.addr(), &dir, false).await;
+    let deep = mesh.node_id(3);
+    let image = make_test_image("0.6", "mqttmesh", 40 * 1024, 6);
+    let manifest = Manifest::new(FW, "0.6", &image, 1024).expect("manifest");
+    let id = manifest.id();
+    let total = manifest.chunk_count();
+    send(&obs, &deep, &Command::Manifest, &manifest.to_bytes()).await;
+    let chunks: Vec<(u32, &[u8])> = manifest.chunks(&image).collect();
+    let half = chunks.len() / 2;
+    for (index, chunk) in &chunks[..half] {
+        send(&obs, &deep, &Command::Chunk { id, index: *index }, chunk).await;
+    }
+    send(&obs, &deep, &Command::Status { id: Some(id) }, b"").await;
+    assert!(
+        obs.wait_for(WAIT, |o| reports(o, &deep)
+            .iter()
+            .any(|r| r.received as usize == half))
+            .await,
+        "first half not received: {:?}",
+        reports(&obs, &deep)
+    );
+
+    // The relay above it dies: the rest of the chunks go nowhere.
+    mesh.kill(2);
+    assert!(mesh.wait_for(WAIT, |m| !m.statuses()[3].online).await);
+    for (index, chunk) in &chunks[half..] {
+        send(&obs, &deep, &Command::Chunk { id, index: *index }, chunk).await;
+    }
+    mesh.revive(2).await.expect("revive");
+    assert!(
+        mesh.wait_for(WAIT, |m| m.all_online()).await,
+        "{}",
+        render_tree(&mesh.rows())
+    );
+    // And the node itself restarts: its progress is in flash.
+    obs.publish(&format!("{IN}{deep}/Restart"), b"", false)
+        .await
+        .expect("publish");
+    assert!(mesh.wait_for(WAIT, |m| m.statuses()[3].restarts >= 1).await);
+    assert!(mesh.wait_for(WAIT, |m| m.all_online()).await);
+
+    // Ask what is missing and send only that, until verified.
+    let mut resent = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never verified: {:?}",
+            reports(&obs, &deep)
+        );
+        let seen = answered(&obs, &deep, "ota2/missing").len();
+        send(&obs, &deep, &Command::Status { id: Some(id) }, b"").await;
+        let got = obs
+            .wait_for(Duration::from_secs(2), |o| {
+                answered(o, &deep, "ota2/missing").len() > seen
+                    || reports(o, &deep).iter().any(|r| r.phase == Phase::Verified)
+            })
+            .await;
+        if reports(&obs, &deep)
+            .iter()
+            .any(|r| r.phase == Phase::Verified)
+        {
+            break;
+        }
+        if !got {
+            continue;
+        }
+        let windows = answered(&obs, &deep, "ota2/missing");
+        let last = windows.last().expect("a window");
+        let missing = Missing::decode(last).expect("a missing window");
+        for index in missing.iter() {
+            let chunk = manifest.chunk(&image, index).expect("index in range");
+            send(&obs, &deep, &Command::Chunk { id, index }, chunk).await;
+            resent += 1;
+        }
+    }
+    assert!(
+        resent > 0 && resent <= total as usize - half,
+        "resent {resent} of {total}"
+    );
+    send(&obs, &deep, &Command::Flash { id }, b"").await;
+    assert!(versions_become(&obs, std::slice::from_ref(&deep), "0.6").await);
+}

@@ -57,9 +57,9 @@ pub async fn upload(run: &mut Run, fw: &Firmware, chunk: usize) -> Result<()> {
     }
     let mut active = participants.clone();
     let chunks = image.len().div_ceil(chunk);
-    for (n, offset) in (0..image.len()).step_by(chunk).enumerate() {
-        run.progress
-            .phase(&format!("chunk {}/{chunks} (stop-and-wait)", n + 1));
+    run.progress
+        .phase(&format!("{chunks} chunks of {chunk} bytes, one at a time"));
+    for offset in (0..image.len()).step_by(chunk) {
         let data = &image[offset..image.len().min(offset + chunk)];
         send_chunk(run, &fw.target(), &mut active, offset, data).await?;
         if active.is_empty() {

@@ -392,92 +392,56 @@ impl Sender<'_> {
         self.publish(node, status, &next.to_be_bytes()).await
     }
 
+    /// `flash` to every verified participant, then waits for each to come back idle
+    /// with the new version. Until then each is asked again every 2 s: `flash` (a node
+    /// that did not get it installs now; one that already restarted answers
+    /// `UnknownManifest`, which is ignored) and `status`.
     async fn flash(&mut self) -> Result<()> {
         let verified: BTreeSet<String> = self.peers.keys().cloned().collect();
         if verified.is_empty() {
             return Ok(());
         }
-        self.run.progress.phase("flash");
+        self.run.progress.phase("flash, waiting for the nodes to come back");
         for level in self.levels() {
             self.publish(&level, Command::Flash { id: self.id }, &[]).await?;
         }
-        let installing = self.await_installing(verified).await?;
-        self.run
-            .progress
-            .phase("waiting for the nodes to come back with the new version");
-        let version = self.manifest.version.to_string();
+        let (id, version) = (self.id, self.manifest.version.to_string());
         let in_prefix = self.run.bus.in_prefix.clone();
         self.run
             .await_boot(
-                installing,
+                verified,
                 &version,
                 async |bus, waiting| {
                     for node in waiting {
-                        let topic = Command::Status { id: None }
-                            .topic(&in_prefix, node)
-                            .map_err(|e| anyhow::anyhow!("cannot address {node:?}: {e}"))?;
-                        bus.publish(&topic, &[]).await?;
+                        for command in [Command::Flash { id }, Command::Status { id: None }] {
+                            let topic = command
+                                .topic(&in_prefix, node)
+                                .map_err(|e| anyhow::anyhow!("cannot address {node:?}: {e}"))?;
+                            bus.publish(&topic, &[]).await?;
+                        }
                     }
                     Ok(())
                 },
-                |msg| {
-                    let report = state(msg)?;
-                    (report.phase == Phase::Idle && report.result.is_none()).then(|| {
-                        if same_version(&report.version, &version) {
-                            Outcome::Updated(report.version.to_string())
-                        } else {
-                            Outcome::Failed(format!("rolled back to v{}", report.version))
-                        }
-                    })
-                },
+                |msg| after_flash(msg, id, &version),
             )
             .await
     }
+}
 
-    /// Waits for each node's `installing` answer to `flash`, asking again after
-    /// `--timeout`; returns the nodes that install (or already restarted).
-    async fn await_installing(&mut self, mut pending: BTreeSet<String>) -> Result<BTreeSet<String>> {
-        let mut installing = BTreeSet::new();
-        let mut tries = 0;
-        let mut deadline = Instant::now() + self.run.opts.timeout;
-        while !pending.is_empty() {
-            let Some(msg) = self.run.bus.recv_until(deadline).await? else {
-                tries += 1;
-                if tries > self.run.opts.retries {
-                    for node in std::mem::take(&mut pending) {
-                        self.end(&node, Outcome::Unreachable("no answer to flash".into()));
-                    }
-                    break;
-                }
-                for node in pending.clone() {
-                    self.publish(&node, Command::Flash { id: self.id }, &[]).await?;
-                }
-                deadline = Instant::now() + self.run.opts.timeout;
-                continue;
-            };
-            if !pending.contains(&msg.node) {
-                continue;
-            }
-            let Some(report) = state(&msg).filter(|r| r.subject == self.id) else {
-                continue;
-            };
-            match report.result {
-                None if report.phase == Phase::Installing => {}
-                None => continue,
-                // A repeated `flash` that met the node after its restart: it is back.
-                Some(Reason::UnknownManifest) => {}
-                Some(reason) => {
-                    pending.remove(&msg.node);
-                    let why = format!("flash refused: {reason}");
-                    self.end(&msg.node, Outcome::Failed(why));
-                    continue;
-                }
-            }
-            pending.remove(&msg.node);
-            self.run.progress.note(&msg.node, "installing");
-            installing.insert(msg.node);
+/// What a state report after `flash` says about the outcome, if anything.
+fn after_flash(msg: &Msg, id: ManifestId, version: &str) -> Option<Outcome> {
+    let report = state(msg)?;
+    match report.result {
+        None if report.phase == Phase::Idle => Some(if same_version(&report.version, version) {
+            Outcome::Updated(report.version.to_string())
+        } else {
+            Outcome::Failed(format!("rolled back to v{}", report.version))
+        }),
+        None | Some(Reason::UnknownManifest) => None,
+        Some(reason) if report.subject == id => {
+            Some(Outcome::Failed(format!("flash refused: {reason}")))
         }
-        Ok(installing)
+        Some(_) => None,
     }
 }
 
@@ -499,6 +463,11 @@ fn refusal(reason: Reason, report: &Report) -> Outcome {
             "{reason}: it runs v{}; sign with --allow-downgrade to force",
             report.version
         )),
+        Reason::Unsigned => Outcome::Refused(format!("{reason}; the node has a key: pass --key")),
+        Reason::BadSignature => {
+            Outcome::Refused(format!("{reason}; the node has another public key"))
+        }
+        Reason::WrongFirmware => Outcome::Refused(format!("{reason}; check --id")),
         _ => Outcome::Refused(reason.to_string()),
     }
 }

@@ -165,9 +165,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     let context = || format!("cannot write {}", path.display());
     // A file left by an earlier key (--force) may carry wider permissions.
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(context)
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(context),
         _ => {}
     }
     let mut options = std::fs::OpenOptions::new();

@@ -71,7 +71,8 @@ pub async fn upload(run: &mut Run, fw: &Firmware, chunk: usize) -> Result<()> {
     if active.is_empty() {
         return Ok(());
     }
-    run.progress.phase("flash, waiting for the nodes to come back");
+    run.progress
+        .phase("flash, waiting for the nodes to come back");
     let levels = levels(&run.targets, &participants, &active);
     for level in &levels {
         run.bus
@@ -83,9 +84,8 @@ pub async fn upload(run: &mut Run, fw: &Firmware, chunk: usize) -> Result<()> {
         &fw.version,
         async |_, _| Ok(()),
         |msg| {
-            (msg.sub == "ota/flash" && msg.payload == b"Failed").then(|| {
-                Outcome::Failed("refused to flash (its image does not check out)".into())
-            })
+            (msg.sub == "ota/flash" && msg.payload == b"Failed")
+                .then(|| Outcome::Failed("refused to flash (its image does not check out)".into()))
         },
     )
     .await
@@ -93,7 +93,11 @@ pub async fn upload(run: &mut Run, fw: &Firmware, chunk: usize) -> Result<()> {
 
 /// Where to publish a command for every active participant: the firmware ID while all
 /// participants are active, else each one's ID (so a dropped node never gets `flash`).
-fn levels(targets: &Targets, participants: &BTreeSet<String>, active: &BTreeSet<String>) -> Vec<String> {
+fn levels(
+    targets: &Targets,
+    participants: &BTreeSet<String>,
+    active: &BTreeSet<String>,
+) -> Vec<String> {
     match targets {
         Targets::Firmware(fw) if participants == active => vec![fw.clone()],
         _ => active.iter().cloned().collect(),
@@ -127,7 +131,8 @@ async fn send_chunk(
         let Some(msg) = run.bus.recv_until(deadline).await? else {
             for (node, tries) in pending.iter_mut() {
                 *tries += 1;
-                run.progress.note(node, &format!("resend {tries} at {offset}"));
+                run.progress
+                    .note(node, &format!("resend {tries} at {offset}"));
             }
             let (gone, again) = give_up(&mut pending, run.opts.retries);
             for node in gone {
@@ -242,7 +247,10 @@ mod tests {
         let mut pending: BTreeMap<String, u32> =
             [("A".to_string(), 3), ("B".to_string(), 1)].into();
         let (gone, again) = give_up(&mut pending, 2);
-        assert_eq!((gone, again), (vec!["A".to_string()], vec!["B".to_string()]));
+        assert_eq!(
+            (gone, again),
+            (vec!["A".to_string()], vec!["B".to_string()])
+        );
         let all: BTreeSet<String> = ["A".to_string(), "B".to_string()].into();
         let one: BTreeSet<String> = ["B".to_string()].into();
         let fw = Targets::Firmware("1337".into());

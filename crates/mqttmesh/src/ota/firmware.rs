@@ -57,7 +57,8 @@ impl ImageFlags {
     pub fn load(&self) -> Result<Firmware> {
         let firmware_id = parse_id(&self.id)?;
         let path = self.bin.display().to_string();
-        let bytes = std::fs::read(&self.bin).with_context(|| format!("cannot read --bin {path}"))?;
+        let bytes =
+            std::fs::read(&self.bin).with_context(|| format!("cannot read --bin {path}"))?;
         if bytes.is_empty() {
             bail!("--bin {path} is empty");
         }
@@ -100,14 +101,15 @@ impl ImageFlags {
 
 /// A firmware ID in hex, with or without `0x`.
 pub fn parse_id(s: &str) -> Result<u32> {
-    mqttmesh_core::topic::parse_firmware_id(s)
-        .ok_or_else(|| anyhow!("--id {s:?} is not a firmware ID: 1 to 8 hex digits, e.g. 1337 or 0x1337"))
+    mqttmesh_core::topic::parse_firmware_id(s).ok_or_else(|| {
+        anyhow!("--id {s:?} is not a firmware ID: 1 to 8 hex digits, e.g. 1337 or 0x1337")
+    })
 }
 
 /// The unsigned manifest of `fw`, cut into `chunk_size` chunks.
 pub fn manifest(fw: &Firmware, chunk_size: u16, allow_downgrade: bool) -> Result<Manifest> {
-    let mut m = Manifest::new(fw.firmware_id, &fw.version, &fw.bytes, chunk_size).map_err(
-        |e| match e {
+    let mut m =
+        Manifest::new(fw.firmware_id, &fw.version, &fw.bytes, chunk_size).map_err(|e| match e {
             ManifestError::BadChunkSize => {
                 anyhow!("--chunk-size {chunk_size}: v2 needs a multiple of 64 in 64..=1024")
             }
@@ -118,8 +120,7 @@ pub fn manifest(fw: &Firmware, chunk_size: u16, allow_downgrade: bool) -> Result
                 fw.bytes.len()
             ),
             other => anyhow!("cannot describe {}: {other}", fw.path),
-        },
-    )?;
+        })?;
     m.allow_downgrade = allow_downgrade;
     Ok(m)
 }
@@ -138,7 +139,10 @@ pub fn load_manifest(path: &Path, fw: &Firmware) -> Result<Manifest> {
         .map_err(|e| anyhow!("--manifest {shown} is not an OTA v2 manifest: {e}"))?;
     let redo = "sign the image again with `mqttmesh sign`";
     if m.sha256 != image::sha256(&fw.bytes) || m.size as usize != fw.bytes.len() {
-        bail!("--manifest {shown} describes another image than {}; {redo}", fw.path);
+        bail!(
+            "--manifest {shown} describes another image than {}; {redo}",
+            fw.path
+        );
     }
     if m.firmware_id != fw.firmware_id {
         bail!(

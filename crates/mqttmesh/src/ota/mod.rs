@@ -148,7 +148,14 @@ impl Run {
         self.progress.finish(node, &outcome);
         let after = self.progress.elapsed();
         let node = node.to_string();
-        self.ended.insert(node.clone(), Ended { node, outcome, after });
+        self.ended.insert(
+            node.clone(),
+            Ended {
+                node,
+                outcome,
+                after,
+            },
+        );
     }
 
     /// Collects participants: `ask` publishes the opening command to the given target
@@ -210,7 +217,10 @@ impl Run {
         if let Targets::Nodes(ids) = &self.targets {
             for id in ids.clone().difference(&answered) {
                 let secs = self.opts.discover.as_secs();
-                self.end(id, Outcome::Unreachable(format!("no answer within {secs} s")));
+                self.end(
+                    id,
+                    Outcome::Unreachable(format!("no answer within {secs} s")),
+                );
             }
         }
         Ok(joined)
@@ -295,8 +305,15 @@ pub async fn run(args: OtaArgs) -> Result<ExitCode> {
         fw.path,
         fw.bytes.len(),
         fw.version,
-        fw.project.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
-        if matches!(plan, Plan::Compat { .. }) { "compat" } else { "v2" },
+        fw.project
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default(),
+        if matches!(plan, Plan::Compat { .. }) {
+            "compat"
+        } else {
+            "v2"
+        },
     );
     let filters: &[&str] = match plan {
         Plan::Compat { .. } => &["+/ota/#", "+/fw"],
@@ -354,7 +371,10 @@ fn plan(args: &OtaArgs, fw: &Firmware) -> Result<Plan> {
     if let Some(path) = &args.manifest {
         let m = firmware::load_manifest(path, fw)?;
         if args.chunk_size.is_some_and(|c| c != m.chunk_size) {
-            bail!("--chunk-size differs from the manifest's ({}); drop it", m.chunk_size);
+            bail!(
+                "--chunk-size differs from the manifest's ({}); drop it",
+                m.chunk_size
+            );
         }
         return Ok(Plan::V2(m));
     }

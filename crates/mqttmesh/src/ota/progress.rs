@@ -133,10 +133,7 @@ impl Progress {
     pub fn finish(&mut self, node: &str, outcome: &Outcome) {
         match self.bars.get(node) {
             Some(bar) => bar.abandon_with_message(outcome.to_string()),
-            None => eprintln!(
-                "[{:>6.1}s] {node}: {outcome}",
-                self.elapsed().as_secs_f64()
-            ),
+            None => eprintln!("[{:>6.1}s] {node}: {outcome}", self.elapsed().as_secs_f64()),
         }
     }
 
@@ -199,7 +196,10 @@ pub fn summary(rows: &[Ended]) -> String {
     let node_w = rows.iter().map(|r| r.node.len()).max().unwrap_or(0).max(4);
     let texts: Vec<String> = rows.iter().map(|r| r.outcome.to_string()).collect();
     let out_w = texts.iter().map(String::len).max().unwrap_or(0).max(7);
-    let mut s = format!("{:<node_w$}  {:<out_w$}  {:>8}\n", "node", "outcome", "time");
+    let mut s = format!(
+        "{:<node_w$}  {:<out_w$}  {:>8}\n",
+        "node", "outcome", "time"
+    );
     for (r, text) in rows.iter().zip(&texts) {
         let secs = format!("{:.1}s", r.after.as_secs_f64());
         s.push_str(&format!("{:<node_w$}  {text:<out_w$}  {secs:>8}\n", r.node));
@@ -229,7 +229,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("00A1B2  updated v0.2"), "{table}");
-        assert!(lines[1].ends_with("12.3s") && lines[2].ends_with("0.9s"), "{table}");
+        assert!(
+            lines[1].ends_with("12.3s") && lines[2].ends_with("0.9s"),
+            "{table}"
+        );
         assert_eq!(lines[1].len(), lines[2].len(), "{table}");
     }
 }

@@ -3,7 +3,7 @@
 //! missing windows → resend of their union, until every participant is verified; then
 //! `flash`, and wait for each node to come back idle with the new version.
 //!
-//! Mid-stream checkpoints ask `status` without an upload ID: their state reports carry
+//! Mid-stream checkpoints (every 2 s) ask `status` without an upload ID: their state reports carry
 //! subject 0, which tells them (and the missing window that follows each) apart from
 //! the answers of a round, which name the upload. Checkpoints only move the bars.
 
@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use mqttmesh_core::ota::v2::{
-    Command, Manifest, ManifestId, Missing, Phase, Reason, Report, MISSING_SUBTOPIC,
-    STATE_SUBTOPIC,
+    Command, Manifest, ManifestId, Missing, Phase, Reason, Report, MISSING_SUBTOPIC, STATE_SUBTOPIC,
 };
 use tokio::time::Instant;
 
@@ -21,8 +20,8 @@ use super::bus::{same_version, Msg};
 use super::firmware::Firmware;
 use super::{Outcome, Run, Targets};
 
-/// A checkpoint `status` every this many chunks while streaming.
-const CHECKPOINT: usize = 128;
+/// A checkpoint `status` this often while streaming (for the bars).
+const CHECKPOINT: Duration = Duration::from_secs(2);
 /// Slowest the sender goes when nodes keep losing chunks.
 const MIN_RATE: f64 = 5.0;
 /// Loss (missing ÷ sent, worst node) above which the rate halves.
@@ -175,13 +174,20 @@ impl Sender<'_> {
                 let phase = format!("{what} {} chunks at {:.0}/s", to_send.len(), self.rate);
                 self.run.progress.phase(&phase);
                 for peer in self.peers.values_mut() {
-                    peer.sent = if peer.known { peer.missing.len() as u32 } else { 0 };
+                    peer.sent = if peer.known {
+                        peer.missing.len() as u32
+                    } else {
+                        0
+                    };
                 }
                 self.stream(&to_send).await?;
             }
             self.run.progress.phase(&format!("status round {round}"));
-            let before: BTreeMap<String, u32> =
-                self.peers.iter().map(|(n, p)| (n.clone(), p.received)).collect();
+            let before: BTreeMap<String, u32> = self
+                .peers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.received))
+                .collect();
             self.status_round().await?;
             self.after_round(&before);
         }
@@ -192,7 +198,8 @@ impl Sender<'_> {
         let period = Duration::from_secs_f64(1.0 / self.rate);
         let levels = self.levels();
         let mut next = Instant::now();
-        for (k, &index) in chunks.iter().enumerate() {
+        let mut last_checkpoint = next;
+        for &index in chunks {
             while let Some(msg) = self.run.bus.recv_until(next).await? {
                 self.on_message(&msg).await?;
             }
@@ -204,9 +211,11 @@ impl Sender<'_> {
                 self.publish(level, Command::Chunk { id: self.id, index }, &chunk)
                     .await?;
             }
-            if (k + 1) % CHECKPOINT == 0 {
+            if last_checkpoint.elapsed() >= CHECKPOINT {
+                last_checkpoint = Instant::now();
                 for level in &levels {
-                    self.publish(level, Command::Status { id: None }, &[]).await?;
+                    self.publish(level, Command::Status { id: None }, &[])
+                        .await?;
                 }
             }
             self.run.progress.tick();
@@ -249,7 +258,9 @@ impl Sender<'_> {
         for (node, peer) in self.peers.iter_mut() {
             if !peer.answered {
                 peer.silent += 1;
-                self.run.progress.note(node, &format!("silent {}", peer.silent));
+                self.run
+                    .progress
+                    .note(node, &format!("silent {}", peer.silent));
                 if peer.silent > retries {
                     let why = format!("no answer to {} status rounds", peer.silent);
                     ended.push((node.clone(), Outcome::Unreachable(why)));
@@ -401,9 +412,12 @@ impl Sender<'_> {
         if verified.is_empty() {
             return Ok(());
         }
-        self.run.progress.phase("flash, waiting for the nodes to come back");
+        self.run
+            .progress
+            .phase("flash, waiting for the nodes to come back");
         for level in self.levels() {
-            self.publish(&level, Command::Flash { id: self.id }, &[]).await?;
+            self.publish(&level, Command::Flash { id: self.id }, &[])
+                .await?;
         }
         let (id, version) = (self.id, self.manifest.version.to_string());
         let in_prefix = self.run.bus.in_prefix.clone();

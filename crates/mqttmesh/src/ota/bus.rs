@@ -63,15 +63,32 @@ impl Bus {
         self.publish(&topic, &[]).await
     }
 
-    /// The next live answer, or `None` once `deadline` passed. Messages already waiting
-    /// are returned even when the deadline is past; retained ones are skipped (they
-    /// describe the past, not answers to this upload).
+    /// The next live answer, or `None` once `deadline` passed (even while messages
+    /// keep coming, so a chatty mesh cannot hold a wait open). Retained messages are
+    /// skipped: they describe the past, not answers to this upload.
     pub async fn recv_until(&mut self, deadline: Instant) -> Result<Option<Msg>> {
+        self.next(Some(deadline)).await
+    }
+
+    /// An answer that has already arrived, if any (never waits).
+    pub async fn try_recv(&mut self) -> Result<Option<Msg>> {
+        self.next(None).await
+    }
+
+    async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Msg>> {
         loop {
-            let event = tokio::select! {
-                biased;
-                e = self.watcher.recv() => e,
-                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            let event = match deadline {
+                Some(deadline) if Instant::now() >= deadline => return Ok(None),
+                Some(deadline) => tokio::select! {
+                    biased;
+                    e = self.watcher.recv() => e,
+                    _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                },
+                None => tokio::select! {
+                    biased;
+                    e = self.watcher.recv() => e,
+                    _ = std::future::ready(()) => return Ok(None),
+                },
             };
             match event {
                 Some(WatchEvent::Message(d)) if !d.retained => {
@@ -79,7 +96,6 @@ impl Bus {
                         return Ok(Some(msg));
                     }
                 }
-                Some(WatchEvent::Message(_)) => {}
                 Some(WatchEvent::Connection { up, detail }) => {
                     tracing::warn!(up, detail, "broker connection");
                 }

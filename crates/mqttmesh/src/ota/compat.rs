@@ -15,7 +15,8 @@ use md5::{Digest, Md5};
 use tokio::time::Instant;
 
 use super::firmware::Firmware;
-use super::{Outcome, Run, Targets};
+use super::progress::Outcome;
+use super::run::{Run, Targets};
 use crate::keys::hex;
 
 /// Bytes per chunk the original script sends: 1024 base64 characters, the most a node
@@ -45,7 +46,7 @@ pub async fn upload(run: &mut Run, fw: &Firmware, chunk: usize) -> Result<()> {
         )
         .await?;
     if participants.is_empty() {
-        if run.ended.is_empty() {
+        if !run.any_ended() {
             bail!(
                 "no node answered the start within {} s: is --id {} right? are the nodes \
                  online? try `mqttmesh topology`",

@@ -12,28 +12,24 @@ mod bus;
 mod compat;
 pub mod firmware;
 mod progress;
+mod run;
 mod v2;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use tokio::time::Instant;
 
 use crate::brokerflags::BrokerFlags;
-use bus::{fw_version, same_version, Bus, Msg};
+use bus::Bus;
 use firmware::{Firmware, ImageFlags};
-use progress::{Ended, Outcome, Progress};
+use progress::Progress;
+use run::{Opts, Run, Targets};
 
 /// Exit code when some targeted node did not end updated.
 pub const EXIT_NOT_ALL_UPDATED: u8 = 3;
-/// Discovery ends this long after the last new participant (with a firmware ID target).
-const DISCOVER_QUIET: Duration = Duration::from_secs(3);
-/// While waiting for nodes to come back, ask them this often.
-const POKE_EVERY: Duration = Duration::from_secs(2);
 
 /// `mqttmesh ota` arguments.
 #[derive(Debug, Args)]
@@ -73,7 +69,8 @@ pub struct OtaArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
     /// Seconds to collect the nodes that take part; ends early once every --node
-    /// answered, or 3 s after the last new answer.
+    /// answered, or 3 s after the last new answer (longer if the first answer took
+    /// longer).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     discover: u64,
     /// Seconds to wait after `flash` for a node to come back running the new version.
@@ -81,209 +78,6 @@ pub struct OtaArgs {
     boot_timeout: u64,
     #[command(flatten)]
     broker: BrokerFlags,
-}
-
-/// Whom an upload addresses.
-#[derive(Debug, Clone)]
-pub enum Targets {
-    /// Every node running the firmware ID (hex, the `<target>` topic level).
-    Firmware(String),
-    /// These nodes, each addressed by its ID.
-    Nodes(BTreeSet<String>),
-}
-
-impl Targets {
-    /// The `<target>` levels to publish a command for everyone to.
-    pub fn levels(&self) -> Vec<String> {
-        match self {
-            Targets::Firmware(fw) => vec![fw.clone()],
-            Targets::Nodes(ids) => ids.iter().cloned().collect(),
-        }
-    }
-
-    /// Whether answers from `node` count.
-    pub fn covers(&self, node: &str) -> bool {
-        match self {
-            Targets::Firmware(_) => true,
-            Targets::Nodes(ids) => ids.contains(node),
-        }
-    }
-}
-
-/// Settings of the drivers.
-#[derive(Debug, Clone)]
-pub struct Opts {
-    /// Wait for an answer before asking again.
-    pub timeout: Duration,
-    /// Questions a silent node gets before it is unreachable.
-    pub retries: u32,
-    /// Longest discovery.
-    pub discover: Duration,
-    /// Longest wait for a node to come back after `flash`.
-    pub boot_timeout: Duration,
-    /// v2: most chunks per second.
-    pub rate: f64,
-}
-
-/// One upload in progress: the bus, the display and how each node ended.
-#[derive(Debug)]
-pub struct Run {
-    /// MQTT.
-    pub bus: Bus,
-    /// Bars.
-    pub progress: Progress,
-    /// Whom.
-    pub targets: Targets,
-    /// Settings.
-    pub opts: Opts,
-    ended: BTreeMap<String, Ended>,
-}
-
-impl Run {
-    /// Records how `node` ended (the first outcome stands).
-    pub fn end(&mut self, node: &str, outcome: Outcome) {
-        if self.ended.contains_key(node) {
-            return;
-        }
-        self.progress.finish(node, &outcome);
-        let after = self.progress.elapsed();
-        let node = node.to_string();
-        self.ended.insert(
-            node.clone(),
-            Ended {
-                node,
-                outcome,
-                after,
-            },
-        );
-    }
-
-    /// Collects participants: `ask` publishes the opening command to the given target
-    /// levels, `accept` reads an answer (`Some(true)`: takes part, `Some(false)`:
-    /// answered but ended, `None`: not an answer). The opening command is repeated every
-    /// 3 s to named nodes that have not answered; discovery ends when all named nodes
-    /// answered, 3 s after the last new participant, or after `--discover`.
-    pub async fn discover<F, A>(&mut self, mut ask: A, mut accept: F) -> Result<BTreeSet<String>>
-    where
-        A: AsyncFnMut(&mut Bus, &[String]) -> Result<()>,
-        F: FnMut(&mut Run, &Msg) -> Option<bool>,
-    {
-        let start = Instant::now();
-        let end = start + self.opts.discover;
-        let mut quiet_end = end;
-        let mut next_ask = start;
-        let mut asked = false;
-        let mut answered = BTreeSet::new();
-        let mut joined = BTreeSet::new();
-        loop {
-            let now = Instant::now();
-            if now >= next_ask {
-                // A firmware ID target is asked once: a repeated compat `start` would
-                // erase the nodes that already answered.
-                let levels: Vec<String> = match &self.targets {
-                    Targets::Nodes(ids) => ids.difference(&answered).cloned().collect(),
-                    Targets::Firmware(_) if !asked => self.targets.levels(),
-                    Targets::Firmware(_) => Vec::new(),
-                };
-                asked = true;
-                if !levels.is_empty() {
-                    ask(&mut self.bus, &levels).await?;
-                }
-                next_ask = now + DISCOVER_QUIET;
-            }
-            let Some(msg) = self.bus.recv_until(next_ask.min(quiet_end)).await? else {
-                if Instant::now() >= quiet_end {
-                    break;
-                }
-                continue;
-            };
-            if !self.targets.covers(&msg.node) || answered.contains(&msg.node) {
-                continue;
-            }
-            let Some(takes_part) = accept(self, &msg) else {
-                continue;
-            };
-            answered.insert(msg.node.clone());
-            if takes_part {
-                joined.insert(msg.node.clone());
-                self.progress.add(&msg.node);
-            }
-            quiet_end = match &self.targets {
-                Targets::Nodes(ids) if ids.is_subset(&answered) => Instant::now(),
-                Targets::Nodes(_) => end,
-                Targets::Firmware(_) => (Instant::now() + DISCOVER_QUIET).min(end),
-            };
-        }
-        if let Targets::Nodes(ids) = &self.targets {
-            for id in ids.clone().difference(&answered) {
-                let secs = self.opts.discover.as_secs();
-                self.end(
-                    id,
-                    Outcome::Unreachable(format!("no answer within {secs} s")),
-                );
-            }
-        }
-        Ok(joined)
-    }
-
-    /// After `flash`: waits until each of `waiting` reports `version` in a `fw` answer
-    /// (or `classify` decides from another answer), asking with `poke` every 2 s.
-    /// Nodes still missing after `--boot-timeout` are unreachable.
-    pub async fn await_boot<P, C>(
-        &mut self,
-        mut waiting: BTreeSet<String>,
-        version: &str,
-        mut poke: P,
-        mut classify: C,
-    ) -> Result<()>
-    where
-        P: AsyncFnMut(&mut Bus, &BTreeSet<String>) -> Result<()>,
-        C: FnMut(&Msg) -> Option<Outcome>,
-    {
-        let end = Instant::now() + self.opts.boot_timeout;
-        let mut next_poke = Instant::now() + POKE_EVERY;
-        let mut last_seen: BTreeMap<String, String> = BTreeMap::new();
-        while !waiting.is_empty() && Instant::now() < end {
-            if Instant::now() >= next_poke {
-                self.bus.fw_query().await?;
-                poke(&mut self.bus, &waiting).await?;
-                next_poke = Instant::now() + POKE_EVERY;
-            }
-            self.progress.tick();
-            let Some(msg) = self.bus.recv_until(next_poke.min(end)).await? else {
-                continue;
-            };
-            if !waiting.contains(&msg.node) {
-                continue;
-            }
-            let outcome = if msg.sub == "fw" {
-                let seen = fw_version(&msg.payload);
-                match seen {
-                    Some(v) if same_version(&v, version) => Some(Outcome::Updated(v)),
-                    Some(v) => {
-                        last_seen.insert(msg.node.clone(), v);
-                        None
-                    }
-                    None => None,
-                }
-            } else {
-                classify(&msg)
-            };
-            if let Some(outcome) = outcome {
-                waiting.remove(&msg.node);
-                self.end(&msg.node, outcome);
-            }
-        }
-        let secs = self.opts.boot_timeout.as_secs();
-        for node in waiting {
-            let outcome = match last_seen.get(&node) {
-                Some(v) => Outcome::Failed(format!("still runs v{v} {secs} s after flash")),
-                None => Outcome::Unreachable(format!("not back within {secs} s after flash")),
-            };
-            self.end(&node, outcome);
-        }
-        Ok(())
-    }
 }
 
 /// `mqttmesh ota`.
@@ -320,22 +114,15 @@ pub async fn run(args: OtaArgs) -> Result<ExitCode> {
         Plan::V2(_) => &["+/ota2/+", "+/fw"],
     };
     let bus = Bus::connect(&args.broker, "ota", filters).await?;
-    let mut run = Run {
-        bus,
-        progress: Progress::new(units, unit),
-        targets,
-        opts,
-        ended: BTreeMap::new(),
-    };
+    let mut run = Run::new(bus, Progress::new(units, unit), targets, opts);
     let result = match plan {
         Plan::Compat { chunk } => compat::upload(&mut run, &fw, chunk).await,
         Plan::V2(manifest) => v2::upload(&mut run, &fw, manifest).await,
     };
     run.progress.clear();
-    let Run { bus, ended, .. } = run;
+    let (bus, rows) = run.finish();
     bus.close().await;
     result?;
-    let rows: Vec<Ended> = ended.into_values().collect();
     print!("{}", progress::summary(&rows));
     let updated = rows.iter().filter(|r| r.outcome.is_updated()).count();
     if updated == rows.len() {

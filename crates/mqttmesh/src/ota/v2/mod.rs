@@ -3,22 +3,24 @@
 //! missing windows → resend of their union, until every participant is verified; then
 //! `flash`, and wait for each node to come back idle with the new version.
 //!
-//! Mid-stream checkpoints (every 2 s) ask `status` without an upload ID: their state reports carry
-//! subject 0, which tells them (and the missing window that follows each) apart from
-//! the answers of a round, which name the upload. Checkpoints only move the bars.
+//! Mid-stream checkpoints (every 2 s) ask `status` without an upload ID: their state
+//! reports carry subject 0, which tells them (and the missing window that follows each)
+//! apart from the answers of a round, which name the upload. Checkpoints only move the
+//! bars. How answers are read is in [`answers`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use mqttmesh_core::ota::v2::{
-    Command, Manifest, ManifestId, Missing, Phase, Reason, Report, MISSING_SUBTOPIC, STATE_SUBTOPIC,
-};
+use mqttmesh_core::ota::v2::{Command, Manifest, ManifestId, Phase};
 use tokio::time::Instant;
 
-use super::bus::{same_version, Msg};
 use super::firmware::Firmware;
-use super::{Outcome, Run, Targets};
+use super::progress::Outcome;
+use super::run::{Run, Targets};
+use answers::{after_flash, refusal, state};
+
+mod answers;
 
 /// A checkpoint `status` this often while streaming (for the bars).
 const CHECKPOINT: Duration = Duration::from_secs(2);
@@ -139,7 +141,7 @@ impl Sender<'_> {
             self.run.progress.set(node, u64::from(received));
         }
         self.participants = joined;
-        if self.participants.is_empty() && self.run.ended.is_empty() {
+        if self.participants.is_empty() && !self.run.any_ended() {
             bail!(
                 "no node answered the manifest within {} s: is --id {} right? are the nodes \
                  online? try `mqttmesh topology`",
@@ -200,6 +202,10 @@ impl Sender<'_> {
         let mut next = Instant::now();
         let mut last_checkpoint = next;
         for &index in chunks {
+            // Read what came in, then wait for the chunk's turn (reading meanwhile).
+            while let Some(msg) = self.run.bus.try_recv().await? {
+                self.on_message(&msg).await?;
+            }
             while let Some(msg) = self.run.bus.recv_until(next).await? {
                 self.on_message(&msg).await?;
             }
@@ -295,114 +301,6 @@ impl Sender<'_> {
         };
     }
 
-    /// Any answer, at any time of the transfer.
-    async fn on_message(&mut self, msg: &Msg) -> Result<()> {
-        if !self.peers.contains_key(&msg.node) {
-            return Ok(());
-        }
-        if msg.sub == STATE_SUBTOPIC {
-            if let Some(report) = state(msg) {
-                self.on_state(&msg.node, report).await?;
-            }
-        } else if msg.sub == MISSING_SUBTOPIC {
-            if let Ok(window) = Missing::decode(&msg.payload) {
-                self.on_window(&msg.node, &window).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_state(&mut self, node: &str, report: Report) -> Result<()> {
-        let (id, total) = (self.id, self.total);
-        if report.subject != id {
-            // A checkpoint answer (subject 0): progress only.
-            if let Some(peer) = self.peers.get_mut(node) {
-                peer.round_answer = false;
-                if report.held == id && report.result.is_none() {
-                    peer.received = peer.received.max(report.received);
-                    self.run.progress.set(node, u64::from(peer.received));
-                }
-            }
-            return Ok(());
-        }
-        match report.result {
-            None => {
-                let Some(peer) = self.peers.get_mut(node) else {
-                    return Ok(());
-                };
-                peer.round_answer = true;
-                peer.received = report.received;
-                self.run.progress.set(node, u64::from(report.received));
-                match report.phase {
-                    Phase::Verified | Phase::Installing => {
-                        peer.verified = true;
-                        peer.answered = true;
-                        peer.missing.clear();
-                        self.run.progress.set(node, u64::from(total));
-                        self.run.progress.note(node, "verified");
-                    }
-                    Phase::Receiving if report.received >= total => peer.answered = true,
-                    // Receiving: the missing window follows.
-                    Phase::Receiving => {}
-                    Phase::Idle => self.reannounce(node).await?,
-                }
-            }
-            // The node lost the upload (restart without progress, abort): start over.
-            Some(Reason::UnknownManifest) => self.reannounce(node).await?,
-            Some(Reason::HashMismatch) => {
-                let retries = self.run.opts.retries;
-                let peer = self.peers.entry(node.to_string()).or_default();
-                peer.hash_failures += 1;
-                if peer.hash_failures > retries {
-                    let why = "image SHA-256 mismatch on every attempt".to_string();
-                    self.end(node, Outcome::Failed(why));
-                } else {
-                    self.reannounce(node).await?;
-                }
-            }
-            // A stray chunk refusal is not worth ending a node for; the windows decide.
-            Some(Reason::BadChunk) => {}
-            Some(reason) => {
-                let outcome = refusal(reason, &report);
-                self.end(node, outcome);
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends the manifest again to one node, then asks its state.
-    async fn reannounce(&mut self, node: &str) -> Result<()> {
-        self.run.progress.note(node, "announcing again");
-        let bytes = self.bytes.clone();
-        self.publish(node, Command::Manifest, &bytes).await?;
-        self.publish(node, Command::Status { id: Some(self.id) }, &[])
-            .await
-    }
-
-    async fn on_window(&mut self, node: &str, window: &Missing<'_>) -> Result<()> {
-        let total = self.total;
-        let Some(peer) = self.peers.get_mut(node) else {
-            return Ok(());
-        };
-        if window.id() != self.id || !peer.round_answer || peer.answered {
-            return Ok(());
-        }
-        let before = peer.gathering.len();
-        peer.gathering.extend(window.iter().filter(|&i| i < total));
-        let lacking = total.saturating_sub(peer.received) as usize;
-        let next = window.first().saturating_add(u32::from(window.count()));
-        let grew = peer.gathering.len() > before;
-        if window.count() == 0 || peer.gathering.len() >= lacking || !grew || next >= total {
-            peer.missing = std::mem::take(&mut peer.gathering);
-            peer.known = true;
-            peer.answered = true;
-            return Ok(());
-        }
-        // More is missing past this window: ask from where it ended.
-        let status = Command::Status { id: Some(self.id) };
-        self.publish(node, status, &next.to_be_bytes()).await
-    }
-
     /// `flash` to every verified participant, then waits for each to come back idle
     /// with the new version. Until then each is asked again every 2 s: `flash` (a node
     /// that did not get it installs now; one that already restarted answers
@@ -439,49 +337,5 @@ impl Sender<'_> {
                 |msg| after_flash(msg, id, &version),
             )
             .await
-    }
-}
-
-/// What a state report after `flash` says about the outcome, if anything.
-fn after_flash(msg: &Msg, id: ManifestId, version: &str) -> Option<Outcome> {
-    let report = state(msg)?;
-    match report.result {
-        None if report.phase == Phase::Idle => Some(if same_version(&report.version, version) {
-            Outcome::Updated(report.version.to_string())
-        } else {
-            Outcome::Failed(format!("rolled back to v{}", report.version))
-        }),
-        None | Some(Reason::UnknownManifest) => None,
-        Some(reason) if report.subject == id => {
-            Some(Outcome::Failed(format!("flash refused: {reason}")))
-        }
-        Some(_) => None,
-    }
-}
-
-/// A state report, if `msg` is one.
-fn state(msg: &Msg) -> Option<Report> {
-    (msg.sub == STATE_SUBTOPIC)
-        .then(|| Report::decode(&msg.payload).ok())
-        .flatten()
-}
-
-/// The outcome of a refused manifest.
-fn refusal(reason: Reason, report: &Report) -> Outcome {
-    match reason {
-        Reason::Busy => Outcome::Refused(format!(
-            "{reason} ({}, {}/{} chunks); abort it or let it finish",
-            report.held, report.received, report.total
-        )),
-        Reason::Downgrade => Outcome::Refused(format!(
-            "{reason}: it runs v{}; sign with --allow-downgrade to force",
-            report.version
-        )),
-        Reason::Unsigned => Outcome::Refused(format!("{reason}; the node has a key: pass --key")),
-        Reason::BadSignature => {
-            Outcome::Refused(format!("{reason}; the node has another public key"))
-        }
-        Reason::WrongFirmware => Outcome::Refused(format!("{reason}; check --id")),
-        _ => Outcome::Refused(reason.to_string()),
     }
 }

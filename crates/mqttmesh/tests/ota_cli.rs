@@ -287,6 +287,16 @@ async fn line_of_four(
     mesh
 }
 
+/// Index of the deepest node (a leaf of the line).
+fn deepest(mesh: &Mesh) -> usize {
+    let rows = mesh.rows();
+    let depth = |i: usize| {
+        let id = mesh.node_id(i);
+        rows.iter().find(|r| r.id == id).and_then(|r| r.depth)
+    };
+    (0..mesh.len()).max_by_key(|&i| depth(i)).expect("nodes")
+}
+
 /// Runs `mqttmesh ota …` against `broker` without blocking the mesh's runtime.
 fn ota(broker: SocketAddr, args: &[&str]) -> impl std::future::Future<Output = Output> + 'static {
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -376,7 +386,7 @@ async fn compat_upload_updates_the_matching_nodes_of_a_four_hop_line() {
     assert!(versions_are(&obs, &[mesh.node_id(2)], OTHER_FW, "0.1").await);
 
     // By node ID: only the deepest node takes the next version.
-    let deep = mesh.node_id(3);
+    let deep = mesh.node_id(deepest(&mesh));
     let next = write_image(flash.path(), "next.bin", "0.3", 10 * 1024);
     let out = ota(
         broker.addr(),
@@ -395,8 +405,8 @@ async fn compat_upload_updates_the_matching_nodes_of_a_four_hop_line() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_eq!(outcomes(&out), vec![(deep.clone(), "updated v0.3".into())]);
     assert!(versions_are(&obs, std::slice::from_ref(&deep), FW, "0.3").await);
-    let shallow = [mesh.node_id(0), mesh.node_id(1)];
-    assert!(versions_are(&obs, &shallow, FW, "0.2").await);
+    let others: Vec<String> = updated.into_iter().filter(|id| *id != deep).collect();
+    assert!(versions_are(&obs, &others, FW, "0.2").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +474,7 @@ async fn signed_v2_upload_updates_a_four_hop_line_and_then_one_named_node() {
         path(&manifest),
     ]);
     assert!(signed.status.success(), "{:?}", text(&signed));
-    let deep = mesh.node_id(3);
+    let deep = mesh.node_id(deepest(&mesh));
     let out = ota(
         broker.addr(),
         &[
@@ -483,7 +493,32 @@ async fn signed_v2_upload_updates_a_four_hop_line_and_then_one_named_node() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_eq!(outcomes(&out), vec![(deep.clone(), "updated v0.3".into())]);
     assert!(versions_are(&obs, std::slice::from_ref(&deep), FW, "0.3").await);
-    assert!(versions_are(&obs, &all[..3], FW, "0.2").await);
+    let others: Vec<String> = all.iter().filter(|id| **id != deep).cloned().collect();
+    assert!(versions_are(&obs, &others, FW, "0.2").await);
+
+    // A named node that does not exist ends unreachable, and the exit code says so.
+    let out = ota(
+        broker.addr(),
+        &[
+            "--bin",
+            path(&v2),
+            "--id",
+            "1337",
+            "--key",
+            path(&secret),
+            "--node",
+            "ABCDEF",
+            "--discover",
+            "2",
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(
+        outcomes(&out),
+        vec![("ABCDEF".into(), "unreachable (no answer within 2 s)".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,12 +536,21 @@ async fn v2_upload_completes_across_a_relay_crash_resending_only_what_was_lost()
         &["--bin", path(&image), "--id", "1337", "--rate", "20"],
     ));
 
-    // The third node (the fourth's only way out) crashes a quarter of the way in and
-    // powers up again later: it resumes from its flash, the fourth from its memory.
+    // The leaf's parent (its only way out) crashes a quarter of the way in and powers up
+    // again later: it resumes from its flash, the leaf from what it kept.
+    let leaf = mesh.node_id(deepest(&mesh));
+    let rows = mesh.rows();
+    let parent = rows
+        .iter()
+        .find(|r| r.id == leaf)
+        .and_then(|r| r.parent.clone());
+    let relay = (0..4)
+        .find(|&i| Some(mesh.node_id(i)) == parent)
+        .expect("the leaf's parent is a node");
     assert!(commands.wait_for(WAIT, |o| chunks_sent(o) >= 30).await);
-    mesh.kill(2);
+    mesh.kill(relay);
     assert!(commands.wait_for(WAIT, |o| chunks_sent(o) >= 70).await);
-    mesh.revive(2).await.expect("revives");
+    mesh.revive(relay).await.expect("revives");
 
     let out = upload.await.expect("upload task");
     let (stdout, stderr) = text(&out);
@@ -522,4 +566,54 @@ async fn v2_upload_completes_across_a_relay_crash_resending_only_what_was_lost()
         (121..200).contains(&sent),
         "{sent} chunks sent for 120\n{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_upload_drops_a_node_that_dies_and_updates_the_rest() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let flash = tempfile::tempdir().expect("temp dir");
+    let obs = Observer::start(broker.addr(), OUT, "ota-cli-compat-drop")
+        .await
+        .expect("observer");
+    let mesh = line_of_four(broker.addr(), flash.path(), None, vec![]).await;
+    let leaf = deepest(&mesh);
+    let leaf_id = mesh.node_id(leaf);
+    let image = write_image(flash.path(), "fw.bin", "0.2", 24 * 1024);
+    let upload = tokio::spawn(ota(
+        broker.addr(),
+        &[
+            "--compat",
+            "--bin",
+            path(&image),
+            "--id",
+            "1337",
+            "--timeout",
+            "1",
+            "--retries",
+            "2",
+        ],
+    ));
+    let md5s = format!("{OUT}{leaf_id}/ota/md5/");
+    assert!(
+        obs.wait_for(WAIT, |o| o.messages(|t| t.starts_with(&md5s)).len() >= 5)
+            .await
+    );
+    mesh.kill(leaf);
+
+    let out = upload.await.expect("upload task");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let rows = outcomes(&out);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for (node, outcome) in rows {
+        if node == leaf_id {
+            assert!(
+                outcome.starts_with("unreachable (no MD5 for the chunk at")
+                    && outcome.ends_with("after 2 resends)"),
+                "{outcome}"
+            );
+        } else {
+            assert_eq!(outcome, "updated v0.2", "{node}");
+        }
+    }
 }

@@ -274,15 +274,18 @@ impl Sender<'_> {
                 continue;
             }
             peer.silent = 0;
-            if peer.verified || peer.sent == 0 {
+            if peer.verified {
                 continue;
             }
-            let lost = peer.missing.len() as f64 / f64::from(peer.sent);
-            worst_loss = worst_loss.max(lost);
+            if peer.sent > 0 {
+                let lost = peer.missing.len() as f64 / f64::from(peer.sent);
+                worst_loss = worst_loss.max(lost);
+            }
+            // Answering without getting anywhere (also bounds rounds with nothing to send).
             if before.get(node).is_some_and(|&b| peer.received <= b) {
                 peer.stalled += 1;
                 if peer.stalled > retries {
-                    let why = format!("no chunk got through in {} resends", peer.stalled);
+                    let why = format!("no progress in {} rounds of resends", peer.stalled);
                     ended.push((node.clone(), Outcome::Failed(why)));
                 }
             } else {

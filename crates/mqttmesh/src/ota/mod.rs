@@ -33,6 +33,10 @@ pub const EXIT_NOT_ALL_UPDATED: u8 = 3;
 
 /// `mqttmesh ota` arguments.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every targeted node ended running the new \
+    version, 3 when some did not (the table says why), 1 when the upload could not start."
+)]
 pub struct OtaArgs {
     #[command(flatten)]
     image: ImageFlags,

@@ -74,6 +74,14 @@ pub struct NodeRow {
 impl Mesh {
     /// Starts every node.
     pub async fn start(spec: MeshSpec) -> std::io::Result<Mesh> {
+        if let Some(ota) = &spec.ota {
+            std::fs::create_dir_all(&ota.dir).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("flash directory {}: {e}", ota.dir.display()),
+                )
+            })?;
+        }
         let network = spec.config.networks.first().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

@@ -451,8 +451,8 @@ impl Driver {
             }
             if !busy {
                 if std::mem::take(&mut self.restart_pending) {
-                    // The replies are queued on the links: now reboot.
-                    self.restart();
+                    // The replies are queued on the links and the session: now reboot.
+                    self.reboot(true);
                     continue;
                 }
                 return;
@@ -575,9 +575,20 @@ impl Driver {
 
     /// Like a chip reset: everything drops, a fresh `Node` starts.
     fn restart(&mut self) {
+        self.reboot(false);
+    }
+
+    /// Like a chip reset. `planned` (an OTA install) lets the broker session send what
+    /// is queued and close cleanly first, as the firmware does before it reboots;
+    /// otherwise the session drops like a crash and the broker publishes the will.
+    fn reboot(&mut self, planned: bool) {
         self.links.clear();
         if let Some(s) = self.session.take() {
-            s.abort();
+            if planned {
+                s.close();
+            } else {
+                s.abort();
+            }
         }
         self.radio.remove_node(self.spec.index);
         self.scan_gen += 1;

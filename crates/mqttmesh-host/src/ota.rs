@@ -19,7 +19,7 @@ use mqttmesh_core::ota::boot::{Boot, SlotState};
 use mqttmesh_core::ota::{compat, v2, Area, Reply};
 use mqttmesh_core::Config;
 
-use crate::flash::{FileFlash, Layout};
+use crate::flash::{FileFlash, FlashTiming, Layout};
 use crate::image;
 
 /// Where and how nodes keep their firmware.
@@ -32,6 +32,9 @@ pub struct OtaSpec {
     /// A trial image that has not reached the broker after this long is given up (the
     /// node restarts and the bootloader returns to the previous slot).
     pub trial_timeout: Duration,
+    /// How long erases and writes take (`None`: instantly). A node answers an OTA
+    /// command only after the flash work it caused.
+    pub flash_timing: Option<FlashTiming>,
 }
 
 /// Why a node's firmware could not be opened.
@@ -141,6 +144,11 @@ impl NodeFirmware {
     /// The node reached the broker: confirm a trial image.
     pub fn confirm(&mut self) -> bool {
         self.on_trial() && self.boot.confirm().is_ok()
+    }
+
+    /// Flash time spent since the last call (zero without a timing model).
+    pub fn take_busy(&mut self) -> Duration {
+        self.update.flash_mut().take_busy()
     }
 
     /// An OTA message for this node; replies go to `out`. `Some` when the node should

@@ -20,6 +20,7 @@ use crate::link::{self, Airtime, LinkHandle};
 use crate::mqtt::Session;
 use crate::ota::{NodeFirmware, OtaSpec};
 use crate::radio::{Ap, Radio};
+use mqttmesh_core::ota::Reply;
 
 /// What reaches a node task.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub(crate) enum Input {
     LinkData(LinkId, u64, Vec<u8>),
     LinkClosed(LinkId, u64),
     ChildAccepted(TcpStream),
+    /// OTA replies (and whether to install) once the flash work is done, for the boot
+    /// that asked.
+    OtaDone(u64, Vec<Reply>, bool),
 }
 
 /// Broker session events.
@@ -182,6 +186,7 @@ struct Driver {
     firmware: Option<NodeFirmware>,
     trial_deadline: Option<tokio::time::Instant>,
     restart_pending: bool,
+    boot_gen: u64,
 }
 
 async fn run(
@@ -228,6 +233,7 @@ async fn run(
         firmware,
         trial_deadline: None,
         restart_pending: false,
+        boot_gen: 0,
     };
     d.arm_trial();
     loop {
@@ -368,6 +374,9 @@ impl Driver {
             Input::LinkClosed(link, gen) if self.link_gen(link) == Some(gen) => {
                 self.links.remove(&link);
                 self.node.handle_link_closed(now, link);
+            }
+            Input::OtaDone(boot, replies, install) if boot == self.boot_gen => {
+                self.answer_ota(replies, install)
             }
             Input::ChildAccepted(stream) => match self.node.handle_child_connected(now) {
                 Some(link) => self.attach(link, stream),
@@ -582,6 +591,7 @@ impl Driver {
     /// is queued and close cleanly first, as the firmware does before it reboots;
     /// otherwise the session drops like a crash and the broker publishes the will.
     fn reboot(&mut self, planned: bool) {
+        self.boot_gen += 1;
         self.links.clear();
         if let Some(s) = self.session.take() {
             if planned {
@@ -636,14 +646,27 @@ impl Driver {
             return;
         };
         let mut replies = Vec::new();
-        let install = firmware.handle(exchange, command, payload, |r| replies.push(r));
+        let install = firmware
+            .handle(exchange, command, payload, |r| replies.push(r))
+            .is_some();
+        let busy = firmware.take_busy();
+        if busy.is_zero() {
+            self.answer_ota(replies, install);
+        } else {
+            // The flash is busy erasing or writing: answer when it is done.
+            self.later(busy, Input::OtaDone(self.boot_gen, replies, install));
+        }
+    }
+
+    /// Publishes OTA replies; restarts into a new image after them.
+    fn answer_ota(&mut self, replies: Vec<Reply>, install: bool) {
         for r in replies {
             if let Err(e) = self.node.publish(&r.subtopic, &r.payload, MsgType::Qos1) {
                 tracing::warn!(target: "mqttmesh::ota", node = %self.node.id(), "cannot answer {}: {e}", r.subtopic);
             }
         }
-        if let Some(install) = install {
-            tracing::info!(target: "mqttmesh::ota", node = %self.node.id(), "installing a {}-byte image; restarting", install.len);
+        if install {
+            tracing::info!(target: "mqttmesh::ota", node = %self.node.id(), "installing the new image; restarting");
             self.restart_pending = true;
         }
     }

@@ -96,6 +96,7 @@ async fn mesh_with_trial(
             dir: dir.0.clone(),
             layout: Layout::with_slot_size(256 * 1024).expect("layout"),
             trial_timeout,
+            flash_timing: None,
         }),
         firmware_ids: vec![FW, FW, OTHER_FW, FW],
     })

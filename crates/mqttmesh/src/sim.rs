@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqttmesh_core::config::Timing as NodeTiming;
 use mqttmesh_host::broker::EmbeddedBroker;
-use mqttmesh_host::flash::Layout;
+use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
@@ -76,6 +76,10 @@ pub struct SimArgs {
     /// up: the node restarts into the previous one.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     trial_timeout: u64,
+    /// Make flash erases and writes take as long as on a chip (45 ms per 4 KiB sector,
+    /// 1.6 ms per KiB written); nodes answer OTA commands only after that work.
+    #[arg(long, requires = "flash_dir")]
+    flash_timing: bool,
     /// Seconds between the demo app's counter publications.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     publish_interval: f64,
@@ -172,6 +176,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
                     dir: dir.clone(),
                     layout: Layout::default(),
                     trial_timeout: Duration::from_secs(args.trial_timeout),
+                    flash_timing: args.flash_timing.then_some(FlashTiming::TYPICAL),
                 })
             }
             None => None,

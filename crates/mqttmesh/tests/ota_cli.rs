@@ -272,6 +272,7 @@ async fn line_of_four(
             dir: flash.to_path_buf(),
             layout: Layout::with_slot_size(256 * 1024).expect("layout"),
             trial_timeout: Duration::from_secs(20),
+            flash_timing: None,
         }),
         firmware_ids,
     })

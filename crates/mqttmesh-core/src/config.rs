@@ -83,6 +83,22 @@ pub struct Timing {
     pub mqtt_keepalive: Duration,
 }
 
+impl Timing {
+    /// Short timers for tests and quick simulations: keep-alive every second, a link
+    /// dead after 4 s of silence, 3 s to associate or connect, 300 ms between scans.
+    pub const fn fast() -> Timing {
+        Timing {
+            scan_timeout: Duration::from_secs(5),
+            associate_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_millis(1000),
+            link_timeout: Duration::from_millis(4000),
+            retry_backoff: Duration::from_millis(300),
+            mqtt_keepalive: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {

@@ -26,13 +26,9 @@ const OUT: &str = "esp8266-out/";
 /// which a node re-announces `online` is a few seconds.
 fn timing() -> NodeTiming {
     NodeTiming {
-        scan_timeout: CoreDuration::from_secs(5),
-        associate_timeout: CoreDuration::from_secs(3),
-        connect_timeout: CoreDuration::from_secs(3),
-        keepalive_interval: CoreDuration::from_millis(1000),
         link_timeout: CoreDuration::from_millis(3000),
-        retry_backoff: CoreDuration::from_millis(300),
         mqtt_keepalive: CoreDuration::from_secs(2),
+        ..NodeTiming::fast()
     }
 }
 

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mqttmesh_core::config::{Config, Timing as NodeTiming};
-use mqttmesh_core::Duration as CoreDuration;
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
@@ -26,15 +25,7 @@ fn config(broker: SocketAddr) -> Config {
         .firmware(0x1337, "0.1")
         .network("mqttmesh-router", "router-password")
         .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming {
-            scan_timeout: CoreDuration::from_secs(5),
-            associate_timeout: CoreDuration::from_secs(3),
-            connect_timeout: CoreDuration::from_secs(3),
-            keepalive_interval: CoreDuration::from_millis(1000),
-            link_timeout: CoreDuration::from_millis(4000),
-            retry_backoff: CoreDuration::from_millis(300),
-            mqtt_keepalive: CoreDuration::from_secs(10),
-        })
+        .timing(NodeTiming::fast())
         .build()
         .expect("test configuration is valid")
 }

@@ -12,7 +12,6 @@ use ed25519_dalek::{Signer, SigningKey};
 use md5::{Digest, Md5};
 use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_core::ota::v2::{Command, Manifest, Phase, Report};
-use mqttmesh_core::Duration as CoreDuration;
 use mqttmesh_host::flash::Layout;
 use mqttmesh_host::image::make_test_image;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
@@ -51,15 +50,7 @@ fn config(broker: SocketAddr, signed: bool) -> Config {
         .firmware(FW, "0.1")
         .network("mqttmesh-router", "router-password")
         .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming {
-            scan_timeout: CoreDuration::from_secs(5),
-            associate_timeout: CoreDuration::from_secs(3),
-            connect_timeout: CoreDuration::from_secs(3),
-            keepalive_interval: CoreDuration::from_millis(1000),
-            link_timeout: CoreDuration::from_millis(4000),
-            retry_backoff: CoreDuration::from_millis(300),
-            mqtt_keepalive: CoreDuration::from_secs(10),
-        });
+        .timing(NodeTiming::fast());
     if signed {
         b = b.ota_public_key(SigningKey::from_bytes(&SECRET).verifying_key().to_bytes());
     }

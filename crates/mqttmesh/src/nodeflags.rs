@@ -3,7 +3,6 @@
 use anyhow::{anyhow, Result};
 use clap::Args;
 use mqttmesh_core::config::{self, Config, Field, Timing};
-use mqttmesh_core::Duration;
 
 /// Node configuration (same names wherever a command configures nodes).
 #[derive(Debug, Clone, Args)]
@@ -129,18 +128,5 @@ fn flag_of(field: Field) -> &'static str {
         Field::MaxChildren => "--max-children",
         Field::MaxDepth => "--max-depth",
         _ => "the matching flag",
-    }
-}
-
-/// Node timers for the fast test profile.
-pub fn fast_timing() -> Timing {
-    Timing {
-        scan_timeout: Duration::from_secs(5),
-        associate_timeout: Duration::from_secs(3),
-        connect_timeout: Duration::from_secs(3),
-        keepalive_interval: Duration::from_millis(1000),
-        link_timeout: Duration::from_millis(4000),
-        retry_backoff: Duration::from_millis(300),
-        mqtt_keepalive: Duration::from_secs(10),
     }
 }

@@ -20,7 +20,7 @@ use mqttmesh_host::radio::{Model, Placement, Timing};
 use mqttmesh_host::topology;
 use serde::Serialize;
 
-use crate::nodeflags::{fast_timing, NodeFlags};
+use crate::nodeflags::NodeFlags;
 
 /// Radio and timer profile.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,7 +119,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let (broker, _embedded) = broker(&args.broker)?;
     let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
-        Profile::Fast => (Timing::fast(), fast_timing()),
+        Profile::Fast => (Timing::fast(), NodeTiming::fast()),
     };
     if !(0.0..1.0).contains(&args.loss) {
         bail!("--loss {} must be at least 0 and below 1", args.loss);

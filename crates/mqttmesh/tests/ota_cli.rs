@@ -14,7 +14,6 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_core::ota::v2::Manifest;
-use mqttmesh_core::Duration as CoreDuration;
 use mqttmesh_host::flash::Layout;
 use mqttmesh_host::image::{make_test_image, sha256};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
@@ -238,15 +237,7 @@ fn config(broker: SocketAddr, public_key: Option<[u8; 32]>) -> Config {
         .firmware(FW, "0.1")
         .network("mqttmesh-router", "router-password")
         .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming {
-            scan_timeout: CoreDuration::from_secs(5),
-            associate_timeout: CoreDuration::from_secs(3),
-            connect_timeout: CoreDuration::from_secs(3),
-            keepalive_interval: CoreDuration::from_millis(1000),
-            link_timeout: CoreDuration::from_millis(4000),
-            retry_backoff: CoreDuration::from_millis(300),
-            mqtt_keepalive: CoreDuration::from_secs(10),
-        });
+        .timing(NodeTiming::fast());
     if let Some(key) = public_key {
         b = b.ota_public_key(key);
     }

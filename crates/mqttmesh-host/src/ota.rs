@@ -93,7 +93,7 @@ impl NodeFirmware {
         let active = boot
             .on_boot()
             .map_err(|e| FirmwareError::Layout(format!("{e:?}")))?;
-        let (base, size) = spec
+        let (base, _) = spec
             .layout
             .slot(active.index())
             .ok_or_else(|| FirmwareError::Layout("no slot".into()))?;
@@ -105,13 +105,14 @@ impl NodeFirmware {
             .and_then(|()| image::app_descriptor(&head).ok())
             .map(|d| d.version)
             .filter(|v| !v.is_empty() && v.len() < 32);
-        let _ = size;
-        let (ubase, usize_) = spec
+        let (update_base, update_size) = spec
             .layout
             .slot(active.other().index())
             .ok_or_else(|| FirmwareError::Layout("no update slot".into()))?;
-        let mut update =
-            Area::new(open()?, ubase, usize_).map_err(|e| FirmwareError::Layout(e.to_string()))?;
+        let mut flash = open()?;
+        flash.set_timing(spec.flash_timing);
+        let mut update = Area::new(flash, update_base, update_size)
+            .map_err(|e| FirmwareError::Layout(e.to_string()))?;
         let settings = v2::Settings {
             firmware_id: config.firmware_id,
             version: heapless_str(version.as_deref().unwrap_or(&config.firmware_version)),

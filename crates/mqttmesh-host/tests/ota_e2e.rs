@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use md5::{Digest, Md5};
 use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_core::ota::v2::{Command, Manifest, Phase, Report};
-use mqttmesh_host::flash::Layout;
+use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::image::make_test_image;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
@@ -68,6 +68,16 @@ async fn mesh_with_trial(
     signed: bool,
     trial_timeout: Duration,
 ) -> (Mesh, Observer) {
+    mesh_with(broker, dir, signed, trial_timeout, None).await
+}
+
+async fn mesh_with(
+    broker: SocketAddr,
+    dir: &TempDir,
+    signed: bool,
+    trial_timeout: Duration,
+    flash_timing: Option<FlashTiming>,
+) -> (Mesh, Observer) {
     let obs = Observer::start(
         broker,
         OUT,
@@ -87,7 +97,7 @@ async fn mesh_with_trial(
             dir: dir.0.clone(),
             layout: Layout::with_slot_size(256 * 1024).expect("layout"),
             trial_timeout,
-            flash_timing: None,
+            flash_timing,
         }),
         firmware_ids: vec![FW, FW, OTHER_FW, FW],
     })
@@ -449,4 +459,45 @@ async fn v2_resumes_after_a_lost_link_and_a_node_restart() {
     );
     send(&obs, &deep, &Command::Flash { id }, b"").await;
     assert!(versions_become(&obs, std::slice::from_ref(&deep), "0.6").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_flash_timing_a_node_answers_after_the_erase_work() {
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("timing");
+    let timing = FlashTiming {
+        erase_per_sector: Duration::from_millis(100),
+        write_per_kib: Duration::ZERO,
+    };
+    let (mesh, obs) = mesh_with(
+        broker.addr(),
+        &dir,
+        false,
+        Duration::from_secs(20),
+        Some(timing),
+    )
+    .await;
+    let root = mesh.node_id(0);
+    // 40 KiB: ten 4 KiB sectors to erase, so at least a second of emulated work.
+    let image = make_test_image("0.7", "mqttmesh", 40 * 1024, 7);
+    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&image));
+    let sent = std::time::Instant::now();
+    obs.publish(
+        &format!("{IN}ota/{root}/start"),
+        format!("md5:{md5},len:{}", image.len()).as_bytes(),
+        false,
+    )
+    .await
+    .expect("publish");
+    assert!(
+        obs.wait_for(WAIT, |o| !answered(o, &root, "ota/erase").is_empty())
+            .await,
+        "no erase answer"
+    );
+    // A lower bound, not a performance claim: the answer waits for the emulated erase.
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1000),
+        "answered after {:?}",
+        sent.elapsed()
+    );
 }

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 
+/// How a demo-app counter topic ends (`<out><ID>/counter`).
+const COUNTER_SUFFIX: &str = "/counter";
+const _: () = assert!(COUNTER_SUFFIX.len() == crate::app::COUNTER.len() + 1);
+
 /// Most messages kept in the log.
 pub const LOG_LIMIT: usize = 200_000;
 
@@ -173,7 +177,7 @@ fn record(state: &Mutex<State>, out: &str, topic: &str, payload: &[u8], retain: 
     let mut st = lock(state);
     if let Some(id) = topic
         .strip_prefix(out)
-        .and_then(|rest| rest.strip_suffix(&format!("/{}", crate::app::COUNTER)))
+        .and_then(|rest| rest.strip_suffix(COUNTER_SUFFIX))
     {
         if let Some(seq) = std::str::from_utf8(payload)
             .ok()

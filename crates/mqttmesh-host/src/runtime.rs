@@ -414,7 +414,8 @@ impl Driver {
 
     /// The run-loop contract: transmits, actions, events, logs, until all are empty.
     fn drain(&mut self) {
-        let mut buf = vec![0u8; MAX_FRAME];
+        // On the stack: drain runs after every input, so no allocation per call.
+        let mut buf = [0u8; MAX_FRAME];
         loop {
             let mut busy = false;
             while let Some((link, len)) = self.node.poll_transmit(&mut buf) {

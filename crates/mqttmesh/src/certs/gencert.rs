@@ -35,7 +35,7 @@ pub enum KeyType {
     /// ECDSA on P-256, signed ecdsa-with-SHA256: small devices verify it fast.
     #[value(name = "ecdsa-p256")]
     EcdsaP256,
-    /// RSA 2048, signed sha256WithRSAEncryption.
+    /// RSA 2048 (not available yet: the ring backend of this build cannot generate RSA keys).
     #[value(name = "rsa-2048")]
     Rsa2048,
 }

@@ -8,6 +8,7 @@
 //! issue.
 
 mod brokerflags;
+mod certs;
 mod forget;
 mod image;
 mod keys;
@@ -53,6 +54,10 @@ enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign an OTA manifest for an image offline (upload it with `ota --manifest`).
     Sign(keys::SignArgs),
+    /// Print a TLS broker's certificate fingerprints (SHA-1, SHA-256) for pinning.
+    Fingerprint(certs::fingerprint::FingerprintArgs),
+    /// Make the self-signed mesh TLS certificate (ssl/server.cer, server.key, fingerprint).
+    GenCert(certs::gencert::GenCertArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +94,8 @@ fn main() -> std::process::ExitCode {
             Command::Ota(args) => ota::run(args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Sign(args) => keys::sign(args),
+            Command::Fingerprint(args) => certs::fingerprint::run(args),
+            Command::GenCert(args) => certs::gencert::run(args),
         }
     });
     match result {

@@ -2,10 +2,8 @@
 //!
 //! Layer: on top of `mqttmesh-host`. Subcommands: `sim` (run an emulated mesh against
 //! the embedded broker or any MQTT broker); `topology`, `monitor` and `forget` (look at
-//! and tidy a running mesh through its broker); `make-image` and `image-info` (ESP-IDF
-//! application images for OTA); `ota`, `keygen` and `sign` (firmware upload over the
-//! mesh, and the Ed25519 keys of signed uploads). Certificate tools arrive with their
-//! issue.
+//! and tidy a running mesh through its broker); `ota`, `keygen`, `sign`, `make-image`
+//! and `image-info` (firmware updates); `fingerprint` and `gen-cert` (certificates).
 
 mod brokerflags;
 mod certs;

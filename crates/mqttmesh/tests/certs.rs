@@ -7,96 +7,24 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
 use mqttmesh_host::mosquitto::Mosquitto;
 use sha1::Digest as _;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mqttmesh");
+mod common;
+use common::{Run, TempDir};
+
 /// Generous: each run takes well under a second.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries at starting Mosquitto when another process takes the TLS port first.
 const START_ATTEMPTS: u32 = 3;
 
-/// A fresh temp dir for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("mqttmesh-certs-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `mqttmesh <args>` with output captured in files under `dir`, killing it if it
-/// outlives [`RUN_TIMEOUT`].
+/// Runs `mqttmesh <args>`, killing it if it outlives [`RUN_TIMEOUT`].
 fn mqttmesh(dir: &TempDir, name: &str, args: &[&str]) -> Run {
-    let out_path = dir.path(&format!("{name}.stdout"));
-    let err_path = dir.path(&format!("{name}.stderr"));
-    let start = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).expect("stdout file"))
-        .stderr(fs::File::create(&err_path).expect("stderr file"))
-        .env_remove("RUST_LOG")
-        .spawn()
-        .expect("spawn mqttmesh");
-    let status = loop {
-        match child.try_wait().expect("wait for mqttmesh") {
-            Some(status) => break status,
-            None if start.elapsed() > RUN_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mqttmesh {args:?} still running after {RUN_TIMEOUT:?}; killed\n--- stderr\n{}",
-                    fs::read_to_string(&err_path).unwrap_or_default()
-                );
-            }
-            // Polling interval of the deadline loop.
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Run {
-        status,
-        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
-    }
+    common::mqttmesh(dir, name, args, RUN_TIMEOUT)
 }
 
 fn colon_hex(bytes: &[u8]) -> String {

@@ -7,95 +7,16 @@
 use std::collections::HashMap;
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mqttmesh_host::mosquitto::Mosquitto;
+
+mod common;
+use common::{mqttmesh, Run, TempDir};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mqttmesh");
 /// Generous: the runs below take a few seconds on a 2-core machine.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A fresh temp dir for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("mqttmesh-cli-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!(
-            "exit {} after {:.1} s\n--- stdout\n{}\n--- stderr\n{}",
-            self.status,
-            self.elapsed.as_secs_f64(),
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-/// Runs `mqttmesh <args>` with output captured in files under `dir` (a full pipe cannot
-/// stall it), killing it if it outlives `timeout`.
-fn mqttmesh(dir: &TempDir, name: &str, args: &[&str], timeout: Duration) -> Run {
-    let out_path = dir.path(&format!("{name}.stdout"));
-    let err_path = dir.path(&format!("{name}.stderr"));
-    let start = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).expect("stdout file"))
-        .stderr(fs::File::create(&err_path).expect("stderr file"))
-        .env_remove("RUST_LOG")
-        .spawn()
-        .expect("spawn mqttmesh");
-    let status = loop {
-        match child.try_wait().expect("wait for mqttmesh") {
-            Some(status) => break status,
-            None if start.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mqttmesh {args:?} still running after {timeout:?}; killed\n--- stdout\n{}\n--- stderr\n{}",
-                    fs::read_to_string(&out_path).unwrap_or_default(),
-                    fs::read_to_string(&err_path).unwrap_or_default()
-                );
-            }
-            // Polling interval of the deadline loop.
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Run {
-        status,
-        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
-        elapsed: start.elapsed(),
-    }
-}
 
 /// Runs a `sim` that must succeed and returns its report.
 fn sim_ok(dir: &TempDir, name: &str, args: &[&str]) -> (Run, Value) {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
-use mqttmesh_core::identity::Mac;
 use mqttmesh_core::Config;
+use mqttmesh_core::identity::Mac;
 use toml_edit::{DocumentMut, Item};
 
 /// Environment variables that override one value each.
@@ -57,7 +57,10 @@ fn main() {
         None => dir.join("config.example.toml"),
     };
     println!("cargo:rerun-if-changed={}", path.display());
-    println!("cargo:rerun-if-changed={}", dir.join("config.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        dir.join("config.toml").display()
+    );
     println!("cargo:rerun-if-changed=partitions.csv");
 
     let text = fs::read_to_string(&path)
@@ -74,8 +77,10 @@ fn main() {
         );
     }
 
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("build_config.rs");
-    fs::write(&out, render(&settings)).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
+    let out =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("build_config.rs");
+    fs::write(&out, render(&settings))
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
 }
 
 fn fail(msg: &str) -> ! {
@@ -92,15 +97,16 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
                 .ok_or_else(|| format!("[{table}] {key} must be an integer")),
         }
     };
-    let string = |table: &str, key: &str, default: Option<&str>| -> Result<Option<String>, String> {
-        match doc.get(table).and_then(|t| t.get(key)) {
-            None => Ok(default.map(str::to_owned)),
-            Some(item) => item
-                .as_str()
-                .map(|s| Some(s.to_owned()))
-                .ok_or_else(|| format!("[{table}] {key} must be a string")),
-        }
-    };
+    let string =
+        |table: &str, key: &str, default: Option<&str>| -> Result<Option<String>, String> {
+            match doc.get(table).and_then(|t| t.get(key)) {
+                None => Ok(default.map(str::to_owned)),
+                Some(item) => item
+                    .as_str()
+                    .map(|s| Some(s.to_owned()))
+                    .ok_or_else(|| format!("[{table}] {key} must be a string")),
+            }
+        };
     let ranged = |table: &str, key: &str, default: i64, max: i64| -> Result<i64, String> {
         let v = int(table, key, default)?;
         if (0..=max).contains(&v) {
@@ -121,7 +127,12 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
                 None => None,
                 Some(s) => Some(
                     Mac::parse(&s)
-                        .ok_or_else(|| format!("[[network]] #{}: bssid {s:?} is not AA:BB:CC:DD:EE:FF", i + 1))?
+                        .ok_or_else(|| {
+                            format!(
+                                "[[network]] #{}: bssid {s:?} is not AA:BB:CC:DD:EE:FF",
+                                i + 1
+                            )
+                        })?
                         .0,
                 ),
             };
@@ -140,10 +151,18 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
         led_gpio: ranged("app", "led_gpio", 8, 21)? as u8,
         publish_interval_secs: ranged("app", "publish_interval_secs", 5, 86_400)? as u32,
         networks,
-        mesh_password: string("mesh", "password", Some(mqttmesh_core::config::DEFAULT_MESH_PASSWORD))?
-            .unwrap_or_default(),
-        mesh_ssid_base: string("mesh", "ssid_base", Some(mqttmesh_core::config::DEFAULT_MESH_SSID_BASE))?
-            .unwrap_or_default(),
+        mesh_password: string(
+            "mesh",
+            "password",
+            Some(mqttmesh_core::config::DEFAULT_MESH_PASSWORD),
+        )?
+        .unwrap_or_default(),
+        mesh_ssid_base: string(
+            "mesh",
+            "ssid_base",
+            Some(mqttmesh_core::config::DEFAULT_MESH_SSID_BASE),
+        )?
+        .unwrap_or_default(),
         mesh_port: ranged("mesh", "port", 1884, 65_535)? as u16,
         max_children: ranged("mesh", "max_children", 4, 255)? as u8,
         broker_host: string("broker", "host", None)?.unwrap_or_default(),
@@ -157,7 +176,14 @@ fn apply_overrides(s: &mut Settings) -> Result<(), String> {
     let var = |name: &str| env::var(name).ok();
     if let Some(ssid) = var("MQTTMESH_WIFI_SSID") {
         let password = var("MQTTMESH_WIFI_PASSWORD").unwrap_or_default();
-        s.networks.insert(0, Network { ssid, password, bssid: None });
+        s.networks.insert(
+            0,
+            Network {
+                ssid,
+                password,
+                bssid: None,
+            },
+        );
         s.networks.truncate(mqttmesh_core::config::MAX_NETWORKS);
     } else if var("MQTTMESH_WIFI_PASSWORD").is_some() {
         return Err("MQTTMESH_WIFI_PASSWORD is set without MQTTMESH_WIFI_SSID".into());
@@ -206,21 +232,45 @@ fn check(s: &Settings) -> Result<(), String> {
 }
 
 fn render(s: &Settings) -> String {
-    let mut o = String::from("// Generated by build.rs from the firmware configuration. Do not edit.\n");
+    let mut o =
+        String::from("// Generated by build.rs from the firmware configuration. Do not edit.\n");
     let _ = writeln!(o, "pub const FIRMWARE_ID: u32 = {:#x};", s.firmware_id);
-    let _ = writeln!(o, "pub const FIRMWARE_VERSION: &str = {:?};", s.firmware_version);
+    let _ = writeln!(
+        o,
+        "pub const FIRMWARE_VERSION: &str = {:?};",
+        s.firmware_version
+    );
     let _ = writeln!(o, "pub const LED_GPIO: u8 = {};", s.led_gpio);
-    let _ = writeln!(o, "pub const PUBLISH_INTERVAL_SECS: u64 = {};", s.publish_interval_secs);
+    let _ = writeln!(
+        o,
+        "pub const PUBLISH_INTERVAL_SECS: u64 = {};",
+        s.publish_interval_secs
+    );
     let _ = writeln!(o, "pub const MESH_PASSWORD: &str = {:?};", s.mesh_password);
-    let _ = writeln!(o, "pub const MESH_SSID_BASE: &str = {:?};", s.mesh_ssid_base);
+    let _ = writeln!(
+        o,
+        "pub const MESH_SSID_BASE: &str = {:?};",
+        s.mesh_ssid_base
+    );
     let _ = writeln!(o, "pub const MESH_PORT: u16 = {};", s.mesh_port);
     let _ = writeln!(o, "pub const MAX_CHILDREN: u8 = {};", s.max_children);
     let _ = writeln!(o, "pub const BROKER_HOST: &str = {:?};", s.broker_host);
     let _ = writeln!(o, "pub const BROKER_PORT: u16 = {};", s.broker_port);
-    let _ = writeln!(o, "pub const MQTT_USERNAME: Option<&str> = {:?};", s.mqtt_username);
-    let _ = writeln!(o, "pub const MQTT_PASSWORD: Option<&str> = {:?};", s.mqtt_password);
+    let _ = writeln!(
+        o,
+        "pub const MQTT_USERNAME: Option<&str> = {:?};",
+        s.mqtt_username
+    );
+    let _ = writeln!(
+        o,
+        "pub const MQTT_PASSWORD: Option<&str> = {:?};",
+        s.mqtt_password
+    );
     let _ = writeln!(o, "/// (ssid, password, bssid of a hidden network)");
-    let _ = writeln!(o, "pub const NETWORKS: &[(&str, &str, Option<[u8; 6]>)] = &[");
+    let _ = writeln!(
+        o,
+        "pub const NETWORKS: &[(&str, &str, Option<[u8; 6]>)] = &["
+    );
     for n in &s.networks {
         let _ = writeln!(o, "    ({:?}, {:?}, {:?}),", n.ssid, n.password, n.bssid);
     }

@@ -3,16 +3,16 @@
 //! connect to us on the AP stack). Each task copies bytes from its socket into the node
 //! and writes the frames the node queues for its link.
 
-use embassy_futures::select::{select3, Either3};
+use embassy_futures::select::{Either3, select3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpListenEndpoint, Stack};
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{Duration, Timer, with_timeout};
 use embedded_io_async::Write;
 use mqttmesh_core::LinkId;
 
-use crate::shared::{with_node, AP_OPEN, LINKS, LINK_CLOSE, LINK_TX, PARENT_OPEN};
+use crate::shared::{AP_OPEN, LINK_CLOSE, LINK_TX, LINKS, PARENT_OPEN, with_node};
 
-const SOCKET_BUF: usize = 1536;
+const SOCKET_BUF: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn index(link: LinkId) -> usize {
@@ -42,7 +42,13 @@ async fn serve(socket: &mut TcpSocket<'_>, link: LinkId) {
     let mut buf = [0u8; 512];
     let closed_by_node = loop {
         let (mut rx, mut tx) = socket.split();
-        match select3(rx.read(&mut buf), LINK_TX[i].receive(), LINK_CLOSE[i].wait()).await {
+        match select3(
+            rx.read(&mut buf),
+            LINK_TX[i].receive(),
+            LINK_CLOSE[i].wait(),
+        )
+        .await
+        {
             Either3::First(Ok(0)) | Either3::First(Err(_)) => break false,
             Either3::First(Ok(n)) => feed(link, &buf[..n]).await,
             Either3::Second(frame) => {
@@ -102,7 +108,11 @@ pub async fn child_task(stack: Stack<'static>, port: u16) {
     loop {
         let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
         socket.set_timeout(Some(TIMEOUT));
-        if socket.accept(IpListenEndpoint { addr: None, port }).await.is_err() {
+        if socket
+            .accept(IpListenEndpoint { addr: None, port })
+            .await
+            .is_err()
+        {
             Timer::after(Duration::from_millis(100)).await;
             continue;
         }

@@ -23,9 +23,9 @@ mod wifi;
 use core::fmt::Write as _;
 
 use embassy_executor::Spawner;
-use embassy_futures::select::{select3, Either3};
+use embassy_futures::select::{Either3, select3};
 use embassy_net::{Ipv4Cidr, Runner, StackResources, StaticConfigV4};
-use embassy_time::{with_timeout, Duration, Instant, Timer};
+use embassy_time::{Duration, Instant, Timer, with_timeout};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
 use esp_hal::efuse::{self, MacAddress};
@@ -39,7 +39,10 @@ use mqttmesh_core::node::{Event, Level as LogLevel};
 use mqttmesh_core::{Action, MsgType, Node};
 use static_cell::StaticCell;
 
-use crate::shared::{with_node, ACCEPTORS, MqttCmd, WifiCmd, LINKS, LINK_CLOSE, LINK_TX, MQTT_CMD, NODE, PARENT_OPEN, WAKE, WIFI_CMD};
+use crate::shared::{
+    ACCEPTORS, LINK_CLOSE, LINK_TX, MQTT_CMD, MqttCmd, NODE, PARENT_OPEN, WAKE, WIFI_CMD, WifiCmd,
+    with_node,
+};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -52,7 +55,10 @@ async fn net_task(mut runner: Runner<'static, Interface>) {
 }
 
 /// Spawns a task; a full task pool is a bug in this file, reported and halted on.
-fn spawn<S>(spawner: &Spawner, token: Result<embassy_executor::SpawnToken<S>, embassy_executor::SpawnError>) {
+fn spawn<S>(
+    spawner: &Spawner,
+    token: Result<embassy_executor::SpawnToken<S>, embassy_executor::SpawnError>,
+) {
     match token {
         Ok(t) => spawner.spawn(t),
         Err(e) => halt(format_args!("cannot start a task: {e:?}")),
@@ -162,7 +168,10 @@ async fn main(spawner: Spawner) -> ! {
             None
         }
     };
-    let trial_until = ota.as_ref().filter(|o| o.on_trial()).map(|_| Instant::now() + TRIAL_TIMEOUT);
+    let trial_until = ota
+        .as_ref()
+        .filter(|o| o.on_trial())
+        .map(|_| Instant::now() + TRIAL_TIMEOUT);
 
     // SAFETY: the pin number comes from the build-time configuration and nothing else
     // in this firmware drives that GPIO.
@@ -175,11 +184,7 @@ async fn main(spawner: Spawner) -> ! {
         parent_bssid: None,
     };
 
-    // Written straight into its static cell: the node is too large for a stack copy.
-    let node = shared::NODE_CELL
-        .uninit()
-        .write(Node::new(config, chip_id, seed, reset_reason(), shared::now()));
-    NODE.lock(|cell| *cell.borrow_mut() = Some(node));
+    build_node(config, chip_id, seed);
     let mut next_tick = Instant::now() + Duration::from_secs(config::PUBLISH_INTERVAL_SECS);
     loop {
         app.drain(&mut ota).await;
@@ -187,7 +192,9 @@ async fn main(spawner: Spawner) -> ! {
             && Instant::now() > until
             && ota.as_ref().is_some_and(|o| o.on_trial())
         {
-            log::warn!("trial image did not reach the broker in time; returning to the previous one");
+            log::warn!(
+                "trial image did not reach the broker in time; returning to the previous one"
+            );
             if let Some(o) = ota.as_mut() {
                 o.give_up();
             }
@@ -205,6 +212,20 @@ async fn main(spawner: Spawner) -> ! {
             }
         }
     }
+}
+
+/// Builds the node into its static cell. Not inlined: its temporaries (about 30 KiB)
+/// then take stack only once, at start-up, not in every poll of the node loop.
+#[inline(never)]
+fn build_node(config: mqttmesh_core::Config, chip_id: u32, seed: u64) {
+    let node = shared::NODE_CELL.uninit().write(Node::new(
+        config,
+        chip_id,
+        seed,
+        reset_reason(),
+        shared::now(),
+    ));
+    NODE.lock(|cell| *cell.borrow_mut() = Some(node));
 }
 
 fn reset_reason() -> &'static str {
@@ -257,11 +278,20 @@ impl App<'_> {
         let mut buf = [0u8; mqttmesh_core::link::MAX_FRAME];
         loop {
             let mut progressed = false;
-            while let Some((link, len)) = NODE.lock(|c| c.borrow_mut().as_mut()?.poll_transmit(&mut buf)) {
+            while let Some((link, len)) =
+                NODE.lock(|c| c.borrow_mut().as_mut()?.poll_transmit(&mut buf))
+            {
                 progressed = true;
-                let Ok(frame) = shared::FrameBuf::from_slice(&buf[..len]) else { continue };
-                let Some(ch) = LINK_TX.get(links::index(link)) else { continue };
-                if with_timeout(Duration::from_secs(2), ch.send(frame)).await.is_err() {
+                let Ok(frame) = shared::FrameBuf::from_slice(&buf[..len]) else {
+                    continue;
+                };
+                let Some(ch) = LINK_TX.get(links::index(link)) else {
+                    continue;
+                };
+                if with_timeout(Duration::from_secs(2), ch.send(frame))
+                    .await
+                    .is_err()
+                {
                     log::warn!("link {link:?} stalled; frame dropped");
                 }
             }
@@ -286,28 +316,72 @@ impl App<'_> {
         }
     }
 
+    /// Carries out one action. The routing is a plain function so that the many
+    /// 1 KiB variants do not each take a slot in the node loop's stack frame.
     async fn act(&mut self, action: Action) {
+        let routed = self.route(action);
+        if let Some(cmd) = routed.mqtt {
+            MQTT_CMD.send(cmd).await;
+        }
+        if let Some(cmd) = routed.wifi {
+            WIFI_CMD.send(cmd).await;
+        }
+        if routed.restart {
+            log::info!("restart requested");
+            Timer::after(Duration::from_millis(500)).await;
+            esp_hal::system::software_reset();
+        }
+    }
+
+    #[inline(never)]
+    fn route(&mut self, action: Action) -> Routed {
+        let mut r = Routed {
+            mqtt: None,
+            wifi: None,
+            restart: false,
+        };
         match action {
-            Action::Scan => WIFI_CMD.send(WifiCmd::Scan).await,
-            Action::Associate { bssid, ssid, password, channel } => {
+            Action::Scan => r.wifi = Some(WifiCmd::Scan),
+            Action::Associate {
+                bssid,
+                ssid,
+                password,
+                channel,
+            } => {
                 self.parent_bssid = Some(bssid);
-                WIFI_CMD.send(WifiCmd::Associate { bssid, ssid, password, channel }).await
+                r.wifi = Some(WifiCmd::Associate {
+                    bssid,
+                    ssid,
+                    password,
+                    channel,
+                });
             }
             Action::Disassociate => {
                 LINK_CLOSE[0].signal(());
-                MQTT_CMD.send(MqttCmd::Disconnect).await;
-                WIFI_CMD.send(WifiCmd::Disassociate).await
+                r.mqtt = Some(MqttCmd::Disconnect);
+                r.wifi = Some(WifiCmd::Disassociate);
             }
-            Action::ConnectMqtt { client_id, will_topic } => {
-                MQTT_CMD.send(MqttCmd::Connect { client_id, will_topic }).await
+            Action::ConnectMqtt {
+                client_id,
+                will_topic,
+            } => {
+                r.mqtt = Some(MqttCmd::Connect {
+                    client_id,
+                    will_topic,
+                })
             }
-            Action::DisconnectMqtt => MQTT_CMD.send(MqttCmd::Disconnect).await,
-            Action::Subscribe { filter } => MQTT_CMD.send(MqttCmd::Subscribe { filter }).await,
-            Action::Publish(p) => MQTT_CMD.send(MqttCmd::Publish(p)).await,
+            Action::DisconnectMqtt => r.mqtt = Some(MqttCmd::Disconnect),
+            Action::Subscribe { filter } => r.mqtt = Some(MqttCmd::Subscribe { filter }),
+            Action::Publish(p) => r.mqtt = Some(MqttCmd::Publish(p)),
             Action::OpenParentLink => {
-                match self.parent_bssid.and_then(|b| identity::mesh_chip_id(&b, self.mesh_key)) {
+                match self
+                    .parent_bssid
+                    .and_then(|b| identity::mesh_chip_id(&b, self.mesh_key))
+                {
                     Some(parent) => PARENT_OPEN.signal(addr::ap_gateway(parent)),
-                    None => with_node(|node, now| node.handle_link_closed(now, mqttmesh_core::LinkId::Parent)),
+                    None => with_node(|node, now| {
+                        node.handle_link_closed(now, mqttmesh_core::LinkId::Parent)
+                    }),
                 }
             }
             Action::CloseLink(link) => {
@@ -315,42 +389,42 @@ impl App<'_> {
                     close.signal(());
                 }
             }
-            Action::OpenAp { ssid, channel, max_children, .. } => {
-                WIFI_CMD.send(WifiCmd::OpenAp { ssid, channel, max_children }).await
+            Action::OpenAp {
+                ssid,
+                channel,
+                max_children,
+                ..
+            } => {
+                r.wifi = Some(WifiCmd::OpenAp {
+                    ssid,
+                    channel,
+                    max_children,
+                })
             }
             Action::CloseAp => {
                 shared::AP_OPEN.store(false, core::sync::atomic::Ordering::Relaxed);
                 for close in &LINK_CLOSE[1..] {
                     close.signal(());
                 }
-                WIFI_CMD.send(WifiCmd::CloseAp).await
+                r.wifi = Some(WifiCmd::CloseAp);
             }
-            Action::Restart => {
-                log::info!("restart requested");
-                Timer::after(Duration::from_millis(500)).await;
-                esp_hal::system::software_reset();
-            }
+            Action::Restart => r.restart = true,
         }
+        r
     }
 
     async fn on_event(&mut self, event: Event, ota: &mut Option<ota::Ota>) {
         match event {
             Event::Message { subtopic, payload } => self.on_message(&subtopic, &payload),
-            Event::Ota { exchange, command, payload } => {
-                let Some(ota) = ota.as_mut() else {
-                    log::warn!("OTA message ignored: OTA unavailable on this boot");
-                    return;
-                };
-                let install = ota.handle(exchange, &command, &payload, |reply| {
-                    let r = with_node(|node, _| Some(node.publish(&reply.subtopic, &reply.payload, MsgType::Qos1)));
-                    if let Some(Err(e)) = r {
-                        log::warn!("cannot answer {}: {e}", reply.subtopic);
-                    }
-                });
-                if install {
+            Event::Ota {
+                exchange,
+                command,
+                payload,
+            } => {
+                if handle_ota(ota, exchange, &command, &payload) {
                     log::info!("new firmware installed; restarting into it");
-                    // Let the reply leave first.
-                    let _ = Box::pin(self_drain_then_wait()).await;
+                    // Let the replies leave first.
+                    Timer::after(Duration::from_secs(2)).await;
                     esp_hal::system::software_reset();
                 }
             }
@@ -365,8 +439,31 @@ impl App<'_> {
     }
 }
 
-async fn self_drain_then_wait() {
-    Timer::after(Duration::from_secs(2)).await;
+/// What one action asks of the tasks.
+struct Routed {
+    mqtt: Option<MqttCmd>,
+    wifi: Option<WifiCmd>,
+    restart: bool,
 }
 
-use alloc::boxed::Box;
+/// Feeds one OTA message to the receivers and publishes their replies; true when the
+/// new image is installed.
+#[inline(never)]
+fn handle_ota(
+    ota: &mut Option<ota::Ota>,
+    exchange: mqttmesh_core::node::OtaExchange,
+    command: &str,
+    payload: &[u8],
+) -> bool {
+    let Some(ota) = ota.as_mut() else {
+        log::warn!("OTA message ignored: OTA unavailable on this boot");
+        return false;
+    };
+    ota.handle(exchange, command, payload, |reply| {
+        let r =
+            with_node(|node, _| Some(node.publish(&reply.subtopic, &reply.payload, MsgType::Qos1)));
+        if let Some(Err(e)) = r {
+            log::warn!("cannot answer {}: {e}", reply.subtopic);
+        }
+    })
+}

@@ -9,17 +9,17 @@
 
 use core::net::{IpAddr, Ipv4Addr};
 
-use embassy_futures::select::{select3, Either3};
+use embassy_futures::select::{Either3, select3};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{dns::DnsQueryType, Stack};
-use embassy_time::{with_timeout, Duration, Instant, Timer};
+use embassy_net::{Stack, dns::DnsQueryType};
+use embassy_time::{Duration, Instant, Timer, with_timeout};
 use embedded_io_async::Write;
 
 use crate::config;
 use crate::mqtt_codec::{self as codec, Connect, Incoming};
-use crate::shared::{with_node, MqttCmd, MQTT_CMD};
+use crate::shared::{MQTT_CMD, MqttCmd, with_node};
 
-const SOCKET_BUF: usize = 2048;
+const SOCKET_BUF: usize = 1536;
 /// Largest packet accepted from the broker: a node payload plus topic and header room.
 const MAX_PACKET: usize = 1536;
 
@@ -67,7 +67,8 @@ impl Session<'_, '_> {
             MqttCmd::Publish(p) => {
                 let qos = p.msg_type.qos().min(1);
                 let id = self.id();
-                let len = codec::publish(self.out, &p.topic, &p.payload, qos, p.msg_type.retain(), id);
+                let len =
+                    codec::publish(self.out, &p.topic, &p.payload, qos, p.msg_type.retain(), id);
                 self.send(len).await
             }
             MqttCmd::Subscribe { filter } => {
@@ -88,7 +89,13 @@ impl Session<'_, '_> {
     /// Acts on one packet from the broker; false ends the session.
     async fn incoming(&mut self, packet: &[u8]) -> bool {
         match codec::decode(packet) {
-            Ok(Incoming::Publish { topic, payload, qos, retain, id }) => {
+            Ok(Incoming::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                id,
+            }) => {
                 if retain {
                     with_node(|node, now| node.handle_mqtt_retained(now, topic, payload));
                 } else {
@@ -127,9 +134,12 @@ async fn open<'s>(
     let Some(ip) = resolve(stack).await else {
         return false;
     };
-    if with_timeout(Duration::from_secs(10), socket.connect((ip, config::BROKER_PORT)))
-        .await
-        .map_or(true, |r| r.is_err())
+    if with_timeout(
+        Duration::from_secs(10),
+        socket.connect((ip, config::BROKER_PORT)),
+    )
+    .await
+    .map_or(true, |r| r.is_err())
     {
         log::info!("mqtt: cannot connect to {ip}:{}", config::BROKER_PORT);
         return false;
@@ -157,7 +167,10 @@ async fn open<'s>(
                 Ok(n) => have += n,
             }
             if let Ok(Some(len)) = codec::frame_len(&inbuf[..have], MAX_PACKET) {
-                return matches!(codec::decode(&inbuf[..len]), Ok(Incoming::ConnAck { code: 0 }));
+                return matches!(
+                    codec::decode(&inbuf[..len]),
+                    Ok(Incoming::ConnAck { code: 0 })
+                );
             }
         }
     };
@@ -172,7 +185,10 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
     let mut inbuf = [0u8; MAX_PACKET];
     loop {
         let (client_id, will_topic) = match MQTT_CMD.receive().await {
-            MqttCmd::Connect { client_id, will_topic } => (client_id, will_topic),
+            MqttCmd::Connect {
+                client_id,
+                will_topic,
+            } => (client_id, will_topic),
             other => {
                 log::debug!("mqtt: no session for {other:?}");
                 continue;
@@ -180,14 +196,34 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
         };
         let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
         socket.set_timeout(Some(keep_alive * 2));
-        if !open(stack, &mut socket, &mut out, &mut inbuf, &client_id, &will_topic, keep_alive).await {
+        if !open(
+            stack,
+            &mut socket,
+            &mut out,
+            &mut inbuf,
+            &client_id,
+            &will_topic,
+            keep_alive,
+        )
+        .await
+        {
             socket.abort();
             with_node(|node, now| node.handle_mqtt_disconnected(now));
             continue;
         }
-        log::info!("mqtt: connected to {}:{}", config::BROKER_HOST, config::BROKER_PORT);
+        log::info!(
+            "mqtt: connected to {}:{}",
+            config::BROKER_HOST,
+            config::BROKER_PORT
+        );
         with_node(|node, now| node.handle_mqtt_connected(now));
-        let mut session = Session { socket, out: &mut out, next_id: 0, keep_alive, last_tx: Instant::now() };
+        let mut session = Session {
+            socket,
+            out: &mut out,
+            next_id: 0,
+            keep_alive,
+            last_tx: Instant::now(),
+        };
         let mut have = 0;
         'session: loop {
             let ping_at = session.last_tx + session.keep_alive / 2;
@@ -213,7 +249,9 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
                             }
                             Ok(None) if have < inbuf.len() => break,
                             _ => {
-                                log::warn!("mqtt: oversized or malformed packet from the broker; closing");
+                                log::warn!(
+                                    "mqtt: oversized or malformed packet from the broker; closing"
+                                );
                                 break 'session;
                             }
                         }

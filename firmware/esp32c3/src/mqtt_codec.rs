@@ -49,7 +49,13 @@ pub enum Incoming<'a> {
     /// SUBACK for a packet id, with the first granted QoS (0x80 = failure).
     SubAck { id: u16, granted: u8 },
     /// PUBLISH (§3.3).
-    Publish { topic: &'a str, payload: &'a [u8], qos: u8, retain: bool, id: Option<u16> },
+    Publish {
+        topic: &'a str,
+        payload: &'a [u8],
+        qos: u8,
+        retain: bool,
+        id: Option<u16>,
+    },
     /// PUBACK for a packet id.
     PubAck { id: u16 },
     /// PINGRESP.
@@ -65,7 +71,10 @@ struct Writer<'b> {
 
 impl Writer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
-        let end = self.pos.checked_add(bytes.len()).ok_or(CodecError::BufferTooSmall)?;
+        let end = self
+            .pos
+            .checked_add(bytes.len())
+            .ok_or(CodecError::BufferTooSmall)?;
         self.buf
             .get_mut(self.pos..end)
             .ok_or(CodecError::BufferTooSmall)?
@@ -244,8 +253,13 @@ pub fn decode(packet: &[u8]) -> Result<Incoming<'_>, CodecError> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     };
     Ok(match first & 0xF0 {
-        0x20 => Incoming::ConnAck { code: *body.get(1).ok_or(CodecError::Malformed)? },
-        0x90 => Incoming::SubAck { id: u16_at(0)?, granted: *body.get(2).ok_or(CodecError::Malformed)? },
+        0x20 => Incoming::ConnAck {
+            code: *body.get(1).ok_or(CodecError::Malformed)?,
+        },
+        0x90 => Incoming::SubAck {
+            id: u16_at(0)?,
+            granted: *body.get(2).ok_or(CodecError::Malformed)?,
+        },
         0x40 => Incoming::PubAck { id: u16_at(0)? },
         0xD0 => Incoming::PingResp,
         0x30 => {
@@ -265,7 +279,13 @@ pub fn decode(packet: &[u8]) -> Result<Incoming<'_>, CodecError> {
                 None
             };
             let payload = body.get(at..).ok_or(CodecError::Malformed)?;
-            Incoming::Publish { topic, payload, qos, retain: first & 0x01 != 0, id }
+            Incoming::Publish {
+                topic,
+                payload,
+                qos,
+                retain: first & 0x01 != 0,
+                id,
+            }
         }
         kind => Incoming::Other { kind },
     })

@@ -14,12 +14,12 @@
 use esp_bootloader_esp_idf::ota::OtaImageState;
 use esp_bootloader_esp_idf::ota_updater::OtaUpdater;
 use esp_bootloader_esp_idf::partitions::{
-    self, AppPartitionSubType, PartitionType, PARTITION_TABLE_MAX_LEN,
+    self, AppPartitionSubType, PARTITION_TABLE_MAX_LEN, PartitionType,
 };
 use esp_storage::FlashStorage;
 use heapless::String;
 use mqttmesh_core::node::OtaExchange;
-use mqttmesh_core::ota::{compat, v2, Area, Reply};
+use mqttmesh_core::ota::{Area, Reply, compat, v2};
 
 /// Why OTA is unavailable on this boot.
 #[derive(Debug)]
@@ -45,12 +45,23 @@ fn slots(flash: &mut FlashStorage<'static>) -> Result<(u32, u32, bool), OtaError
     let mut buf = [0u8; PARTITION_TABLE_MAX_LEN];
     let (running, trial) = {
         let mut updater = OtaUpdater::new(flash, &mut buf).map_err(OtaError::Partitions)?;
-        let state = updater.current_ota_state().unwrap_or(OtaImageState::Undefined);
-        let running = updater.selected_partition().unwrap_or(AppPartitionSubType::Ota0);
-        (running, matches!(state, OtaImageState::New | OtaImageState::PendingVerify))
+        let state = updater
+            .current_ota_state()
+            .unwrap_or(OtaImageState::Undefined);
+        let running = updater
+            .selected_partition()
+            .unwrap_or(AppPartitionSubType::Ota0);
+        (
+            running,
+            matches!(state, OtaImageState::New | OtaImageState::PendingVerify),
+        )
     };
     let table = partitions::read_partition_table(flash, &mut buf).map_err(OtaError::Partitions)?;
-    let booted = table.booted_partition().ok().flatten().map(|p| p.partition_type());
+    let booted = table
+        .booted_partition()
+        .ok()
+        .flatten()
+        .map(|p| p.partition_type());
     let update = [AppPartitionSubType::Ota0, AppPartitionSubType::Ota1]
         .into_iter()
         .find(|&s| Some(PartitionType::App(s)) != booted && (booted.is_some() || s != running))
@@ -64,7 +75,11 @@ fn slots(flash: &mut FlashStorage<'static>) -> Result<(u32, u32, bool), OtaError
 
 impl Ota {
     /// Reads the partition table and prepares the receivers for the idle slot.
-    pub fn new(mut flash: FlashStorage<'static>, firmware_id: u32, version: &str) -> Result<Ota, OtaError> {
+    pub fn new(
+        mut flash: FlashStorage<'static>,
+        firmware_id: u32,
+        version: &str,
+    ) -> Result<Ota, OtaError> {
         let (base, size, trial) = slots(&mut flash)?;
         log::info!("ota: update slot at {base:#x}, {size} bytes; running image on trial: {trial}");
         let mut area = Area::new(flash, base, size).map_err(OtaError::Area)?;
@@ -77,7 +92,12 @@ impl Ota {
             refuse_downgrade: false,
         };
         let v2 = v2::Receiver::resume(settings, &mut area).map_err(|_| OtaError::Settings)?;
-        Ok(Ota { area, compat: compat::Receiver::new(), v2, trial })
+        Ok(Ota {
+            area,
+            compat: compat::Receiver::new(),
+            v2,
+            trial,
+        })
     }
 
     /// Whether the running image still waits for confirmation.
@@ -85,7 +105,10 @@ impl Ota {
         self.trial
     }
 
-    fn updater<R>(&mut self, f: impl FnOnce(&mut OtaUpdater<'_, 'static>) -> Result<R, partitions::Error>) -> Result<R, partitions::Error> {
+    fn updater<R>(
+        &mut self,
+        f: impl FnOnce(&mut OtaUpdater<'_, 'static>) -> Result<R, partitions::Error>,
+    ) -> Result<R, partitions::Error> {
         let mut buf = [0u8; PARTITION_TABLE_MAX_LEN];
         let mut updater = OtaUpdater::new(self.area.flash_mut(), &mut buf)?;
         f(&mut updater)
@@ -114,11 +137,18 @@ impl Ota {
 
     /// An OTA message for this node. Replies go to `out`; true when the new image is
     /// installed and the node should restart into it.
-    pub fn handle(&mut self, exchange: OtaExchange, command: &str, payload: &[u8], mut out: impl FnMut(Reply)) -> bool {
+    pub fn handle(
+        &mut self,
+        exchange: OtaExchange,
+        command: &str,
+        payload: &[u8],
+        mut out: impl FnMut(Reply),
+    ) -> bool {
         let mut clock = || embassy_time::Instant::now().as_micros();
         let installed = match exchange {
             OtaExchange::Compat => matches!(
-                self.compat.handle(&mut self.area, command, payload, &mut clock, &mut out),
+                self.compat
+                    .handle(&mut self.area, command, payload, &mut clock, &mut out),
                 Ok(compat::Outcome::Install { .. })
             ),
             OtaExchange::V2 => matches!(

@@ -7,13 +7,13 @@
 
 use core::cell::RefCell;
 
-use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::channel::Channel;
 use embassy_sync::signal::Signal;
 use heapless::{String, Vec};
 use mqttmesh_core::link::MAX_FRAME;
-use mqttmesh_core::node::{Publish, CHILD_SLOTS};
+use mqttmesh_core::node::{CHILD_SLOTS, Publish};
 use mqttmesh_core::{Instant, Mac, Node};
 
 pub type M = CriticalSectionRawMutex;
@@ -53,9 +53,18 @@ pub fn with_node<R: Default>(f: impl FnOnce(&mut Node, Instant) -> R) -> R {
 #[derive(Debug)]
 pub enum WifiCmd {
     Scan,
-    Associate { bssid: Mac, ssid: String<32>, password: String<64>, channel: u8 },
+    Associate {
+        bssid: Mac,
+        ssid: String<32>,
+        password: String<64>,
+        channel: u8,
+    },
     Disassociate,
-    OpenAp { ssid: String<32>, channel: u8, max_children: u8 },
+    OpenAp {
+        ssid: String<32>,
+        channel: u8,
+        max_children: u8,
+    },
     CloseAp,
 }
 pub static WIFI_CMD: Channel<M, WifiCmd, 4> = Channel::new();
@@ -64,9 +73,14 @@ pub static WIFI_CMD: Channel<M, WifiCmd, 4> = Channel::new();
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum MqttCmd {
-    Connect { client_id: String<40>, will_topic: mqttmesh_core::topic::Topic },
+    Connect {
+        client_id: String<40>,
+        will_topic: mqttmesh_core::topic::Topic,
+    },
     Disconnect,
-    Subscribe { filter: mqttmesh_core::topic::Topic },
+    Subscribe {
+        filter: mqttmesh_core::topic::Topic,
+    },
     Publish(Publish),
 }
 pub static MQTT_CMD: Channel<M, MqttCmd, 4> = Channel::new();

@@ -6,19 +6,19 @@
 //! station can join, and the mesh port refuses connections.
 
 use embassy_net::{ConfigV4, Ipv4Cidr, Stack, StaticConfigV4};
-use embassy_time::{with_timeout, Duration};
+use embassy_time::{Duration, with_timeout};
 use esp_radio::wifi::{
-    ap::AccessPointConfig, scan::ScanConfig, sta::StationConfig, AuthenticationMethodConfig,
-    Config, WifiController,
+    AuthenticationMethodConfig, Config, WifiController, ap::AccessPointConfig, scan::ScanConfig,
+    sta::StationConfig,
 };
 use heapless::{String, Vec};
+use mqttmesh_core::Mac;
 use mqttmesh_core::identity;
 use mqttmesh_core::node::AssocError;
-use mqttmesh_core::uplink::{ScanEntry, MAX_SCAN};
-use mqttmesh_core::Mac;
+use mqttmesh_core::uplink::{MAX_SCAN, ScanEntry};
 
 use crate::addr;
-use crate::shared::{with_node, WifiCmd, AP_OPEN, WIFI_CMD};
+use crate::shared::{AP_OPEN, WIFI_CMD, WifiCmd, with_node};
 
 /// What the WiFi task needs to know about the node.
 pub struct Radio {
@@ -155,14 +155,21 @@ impl Radio {
     async fn handle(&mut self, cmd: WifiCmd) {
         match cmd {
             WifiCmd::Scan => self.scan().await,
-            WifiCmd::Associate { bssid, ssid, password, channel } => {
-                self.associate(bssid, &ssid, &password, channel).await
-            }
+            WifiCmd::Associate {
+                bssid,
+                ssid,
+                password,
+                channel,
+            } => self.associate(bssid, &ssid, &password, channel).await,
             WifiCmd::Disassociate => {
                 let _ = self.controller.disconnect_async().await;
                 self.sta.set_config_v4(ConfigV4::None);
             }
-            WifiCmd::OpenAp { ssid, channel, max_children } => {
+            WifiCmd::OpenAp {
+                ssid,
+                channel,
+                max_children,
+            } => {
                 self.ap_config = ap_config(&ssid, self.mesh_password, channel, max_children);
                 AP_OPEN.store(self.apply(), core::sync::atomic::Ordering::Relaxed);
                 log::info!("wifi: AP {ssid} open on channel {channel}");

@@ -44,7 +44,19 @@ use crate::shared::{
     with_node,
 };
 
-esp_bootloader_esp_idf::esp_app_desc!();
+// The application descriptor carries the configured firmware version, so that
+// `mqttmesh ota` and `mqttmesh image-info` read the same version the node reports.
+esp_bootloader_esp_idf::esp_app_desc!(
+    config::FIRMWARE_VERSION,
+    env!("CARGO_PKG_NAME"),
+    esp_bootloader_esp_idf::BUILD_TIME,
+    esp_bootloader_esp_idf::BUILD_DATE,
+    esp_bootloader_esp_idf::ESP_IDF_COMPATIBLE_VERSION,
+    esp_bootloader_esp_idf::MMU_PAGE_SIZE,
+    0,
+    u16::MAX,
+    esp_bootloader_esp_idf::SECURE_VERSION
+);
 
 /// A trial image that has not reached the broker after this long is given up.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -164,7 +176,7 @@ async fn main(spawner: Spawner) -> ! {
     ) {
         Ok(o) => Some(o),
         Err(e) => {
-            log::warn!("OTA unavailable: {e:?} (flash with --partition-table partitions.csv)");
+            log::warn!("OTA unavailable: {e}");
             None
         }
     };

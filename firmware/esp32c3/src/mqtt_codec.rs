@@ -253,16 +253,16 @@ pub fn decode(packet: &[u8]) -> Result<Incoming<'_>, CodecError> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     };
     Ok(match first & 0xF0 {
-        0x20 => Incoming::ConnAck {
+        CONNACK => Incoming::ConnAck {
             code: *body.get(1).ok_or(CodecError::Malformed)?,
         },
-        0x90 => Incoming::SubAck {
+        SUBACK => Incoming::SubAck {
             id: u16_at(0)?,
             granted: *body.get(2).ok_or(CodecError::Malformed)?,
         },
-        0x40 => Incoming::PubAck { id: u16_at(0)? },
-        0xD0 => Incoming::PingResp,
-        0x30 => {
+        PUBACK => Incoming::PubAck { id: u16_at(0)? },
+        PINGRESP => Incoming::PingResp,
+        PUBLISH => {
             let qos = (first >> 1) & 0x03;
             if qos == 3 {
                 return Err(CodecError::Malformed);

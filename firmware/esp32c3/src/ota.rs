@@ -32,6 +32,19 @@ pub enum OtaError {
     Settings,
 }
 
+impl core::fmt::Display for OtaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OtaError::Partitions(e) => write!(
+                f,
+                "partition table without two OTA slots and otadata ({e:?}); flash with --partition-table partitions.csv"
+            ),
+            OtaError::Area(e) => write!(f, "update slot unusable: {e}"),
+            OtaError::Settings => f.write_str("OTA v2 settings refused"),
+        }
+    }
+}
+
 /// The flash side of OTA.
 pub struct Ota {
     area: Area<FlashStorage<'static>>,

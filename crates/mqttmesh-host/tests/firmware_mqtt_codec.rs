@@ -34,7 +34,11 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("set a read timeout");
-        let mut c = Client { stream, buf: Vec::new(), out: [0; MAX_PACKET] };
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+            out: [0; MAX_PACKET],
+        };
         let len = codec::connect(
             &mut c.out,
             &Connect {
@@ -57,17 +61,26 @@ impl Client {
     }
 
     fn send(&mut self, len: usize) {
-        self.stream.write_all(&self.out[..len]).expect("write to the broker");
+        self.stream
+            .write_all(&self.out[..len])
+            .expect("write to the broker");
     }
 
     /// Reads packets until `pick` returns `Some`, acknowledging QoS 1 publications.
     fn next<T>(&mut self, mut pick: impl FnMut(Incoming<'_>) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
-            while let Some(len) = codec::frame_len(&self.buf, MAX_PACKET).expect("well-formed length") {
+            while let Some(len) =
+                codec::frame_len(&self.buf, MAX_PACKET).expect("well-formed length")
+            {
                 let packet: Vec<u8> = self.buf.drain(..len).collect();
                 let incoming = codec::decode(&packet).expect("broker packets decode");
-                if let Incoming::Publish { qos: 1, id: Some(id), .. } = incoming {
+                if let Incoming::Publish {
+                    qos: 1,
+                    id: Some(id),
+                    ..
+                } = incoming
+                {
                     let n = codec::puback(&mut self.out, id).expect("PUBACK fits");
                     self.send(n);
                 }
@@ -75,7 +88,10 @@ impl Client {
                     return t;
                 }
             }
-            assert!(Instant::now() < deadline, "no expected packet from the broker within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no expected packet from the broker within {WAIT:?}"
+            );
             let mut chunk = [0u8; 512];
             match self.stream.read(&mut chunk) {
                 Ok(0) => panic!("broker closed the connection"),
@@ -99,9 +115,13 @@ impl Client {
     /// Waits for a publication on `topic`; returns (payload, qos, retain).
     fn expect_publish(&mut self, topic: &str) -> (Vec<u8>, u8, bool) {
         self.next(|p| match p {
-            Incoming::Publish { topic: t, payload, qos, retain, .. } if t == topic => {
-                Some((payload.to_vec(), qos, retain))
-            }
+            Incoming::Publish {
+                topic: t,
+                payload,
+                qos,
+                retain,
+                ..
+            } if t == topic => Some((payload.to_vec(), qos, retain)),
             _ => None,
         })
     }
@@ -117,14 +137,23 @@ fn firmware_codec_talks_to_mosquitto() {
 
     // QoS 1 both ways: the node's own publication comes back through its subscription
     // (acknowledged by `next`), and the broker acknowledges it.
-    let len = codec::publish(&mut node.out, "esp8266-in/00A1B2/led", b"on", 1, false, 7).expect("fits");
+    let len =
+        codec::publish(&mut node.out, "esp8266-in/00A1B2/led", b"on", 1, false, 7).expect("fits");
     node.send(len);
     let (payload, qos, retain) = node.expect_publish("esp8266-in/00A1B2/led");
     assert_eq!((payload.as_slice(), qos, retain), (&b"on"[..], 1, false));
 
     // A large payload (the node's maximum, 1024 bytes) with a two-byte length.
     let big = vec![0x5A; 1024];
-    let len = codec::publish(&mut node.out, "esp8266-in/broadcast/blob", &big, 0, false, 0).expect("fits");
+    let len = codec::publish(
+        &mut node.out,
+        "esp8266-in/broadcast/blob",
+        &big,
+        0,
+        false,
+        0,
+    )
+    .expect("fits");
     node.send(len);
     assert_eq!(node.expect_publish("esp8266-in/broadcast/blob").0, big);
 
@@ -175,23 +204,37 @@ fn hostile_broker_bytes_never_panic() {
         let _ = codec::decode(&bytes[..n]);
     }
     // A declared length above the maximum is refused before anything is buffered.
-    assert_eq!(codec::frame_len(&[0x30, 0xFF, 0xFF, 0x7F], MAX_PACKET), Err(codec::CodecError::BadLength));
+    assert_eq!(
+        codec::frame_len(&[0x30, 0xFF, 0xFF, 0x7F], MAX_PACKET),
+        Err(codec::CodecError::BadLength)
+    );
     // Five length bytes are malformed.
-    assert_eq!(codec::frame_len(&[0x30, 0x80, 0x80, 0x80, 0x80, 0x01], usize::MAX), Err(codec::CodecError::BadLength));
+    assert_eq!(
+        codec::frame_len(&[0x30, 0x80, 0x80, 0x80, 0x80, 0x01], usize::MAX),
+        Err(codec::CodecError::BadLength)
+    );
 }
 
 #[test]
 fn encodings_match_the_specification_bytes() {
     let mut out = [0u8; 64];
     // MQTT 3.1.1 §3.12 and §3.14: two-byte packets.
-    assert_eq!(&out[..codec::pingreq(&mut out).unwrap()], &[0xC0, 0x00]);
-    assert_eq!(&out[..codec::disconnect(&mut out).unwrap()], &[0xE0, 0x00]);
+    let n = codec::pingreq(&mut out).unwrap();
+    assert_eq!(&out[..n], &[0xC0, 0x00]);
+    let n = codec::disconnect(&mut out).unwrap();
+    assert_eq!(&out[..n], &[0xE0, 0x00]);
     // §3.8: SUBSCRIBE has flags 0b0010, packet id, filter, requested QoS.
     let n = codec::subscribe(&mut out, 0x0102, "a/#", 1).unwrap();
-    assert_eq!(&out[..n], &[0x82, 0x08, 0x01, 0x02, 0x00, 0x03, b'a', b'/', b'#', 0x01]);
+    assert_eq!(
+        &out[..n],
+        &[0x82, 0x08, 0x01, 0x02, 0x00, 0x03, b'a', b'/', b'#', 0x01]
+    );
     // §3.3: retained QoS 1 PUBLISH.
     let n = codec::publish(&mut out, "t", b"x", 1, true, 5).unwrap();
     assert_eq!(&out[..n], &[0x33, 0x06, 0x00, 0x01, b't', 0x00, 0x05, b'x']);
     // Too small a buffer is an error, not a panic.
-    assert_eq!(codec::publish(&mut out[..4], "t", b"x", 1, true, 5), Err(codec::CodecError::BufferTooSmall));
+    assert_eq!(
+        codec::publish(&mut out[..4], "t", b"x", 1, true, 5),
+        Err(codec::CodecError::BufferTooSmall)
+    );
 }

@@ -156,6 +156,7 @@ async fn main(spawner: Spawner) -> ! {
         mesh_password: config::MESH_PASSWORD,
         ap_config: wifi::Radio::closed_ap(&ap_ssid, &closed_password),
         closed_password,
+        ap_ssid,
         associate_timeout: Duration::from_millis(config.timing.associate_timeout.millis()),
         sta_config: Default::default(),
     };

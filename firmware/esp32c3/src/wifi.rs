@@ -28,6 +28,7 @@ pub struct Radio {
     pub mesh_key: u32,
     pub mesh_password: &'static str,
     pub closed_password: String<64>,
+    pub ap_ssid: String<32>,
     pub associate_timeout: Duration,
     pub sta_config: StationConfig,
     pub ap_config: AccessPointConfig,
@@ -176,7 +177,7 @@ impl Radio {
             }
             WifiCmd::CloseAp => {
                 AP_OPEN.store(false, core::sync::atomic::Ordering::Relaxed);
-                self.ap_config = ap_config("mqttmesh-closed", &self.closed_password, 1, 1);
+                self.ap_config = Self::closed_ap(&self.ap_ssid, &self.closed_password);
                 self.apply();
                 log::info!("wifi: AP closed");
             }

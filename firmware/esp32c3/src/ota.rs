@@ -48,13 +48,17 @@ impl core::fmt::Display for OtaError {
 /// The flash side of OTA.
 pub struct Ota {
     area: Area<FlashStorage<'static>>,
+    /// The slot `area` covers.
+    update: AppPartitionSubType,
     compat: compat::Receiver,
     v2: v2::Receiver,
     trial: bool,
 }
 
 /// Finds the running slot and the update slot (offset, size) in the partition table.
-fn slots(flash: &mut FlashStorage<'static>) -> Result<(u32, u32, bool), OtaError> {
+fn slots(
+    flash: &mut FlashStorage<'static>,
+) -> Result<(AppPartitionSubType, u32, u32, bool), OtaError> {
     let mut buf = [0u8; PARTITION_TABLE_MAX_LEN];
     let (running, trial) = {
         let mut updater = OtaUpdater::new(flash, &mut buf).map_err(OtaError::Partitions)?;
@@ -83,7 +87,7 @@ fn slots(flash: &mut FlashStorage<'static>) -> Result<(u32, u32, bool), OtaError
         .find_partition(PartitionType::App(update))
         .map_err(OtaError::Partitions)?
         .ok_or(OtaError::Partitions(partitions::Error::Invalid))?;
-    Ok((entry.offset(), entry.len(), trial))
+    Ok((update, entry.offset(), entry.len(), trial))
 }
 
 impl Ota {
@@ -93,7 +97,7 @@ impl Ota {
         firmware_id: u32,
         version: &str,
     ) -> Result<Ota, OtaError> {
-        let (base, size, trial) = slots(&mut flash)?;
+        let (update, base, size, trial) = slots(&mut flash)?;
         log::info!("ota: update slot at {base:#x}, {size} bytes; running image on trial: {trial}");
         let mut area = Area::new(flash, base, size).map_err(OtaError::Area)?;
         let mut v = String::new();
@@ -107,6 +111,7 @@ impl Ota {
         let v2 = v2::Receiver::resume(settings, &mut area).map_err(|_| OtaError::Settings)?;
         Ok(Ota {
             area,
+            update,
             compat: compat::Receiver::new(),
             v2,
             trial,
@@ -172,8 +177,12 @@ impl Ota {
         if !installed {
             return false;
         }
+        // Select exactly the slot just written. (`activate_next_partition` would pick
+        // the running slot on a freshly flashed device, whose blank otadata reads as
+        // "factory".)
+        let update = self.update;
         let result = self.updater(|u| {
-            u.activate_next_partition()?;
+            u.ota_data()?.set_current_app_partition(update)?;
             u.set_current_ota_state(OtaImageState::New)
         });
         match result {

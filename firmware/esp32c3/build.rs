@@ -21,6 +21,7 @@ const OVERRIDES: &[&str] = &[
     "MQTTMESH_BROKER_PORT",
     "MQTTMESH_MQTT_USERNAME",
     "MQTTMESH_MQTT_PASSWORD",
+    "MQTTMESH_OTA_PUBLIC_KEY",
 ];
 
 struct Network {
@@ -43,6 +44,24 @@ struct Settings {
     broker_port: u16,
     mqtt_username: Option<String>,
     mqtt_password: Option<String>,
+    ota_public_key: Option<[u8; 32]>,
+    ota_refuse_downgrade: bool,
+}
+
+/// 64 hex digits (the one line of `mqttmesh keygen`'s `ota_ed25519.pub.hex`).
+fn parse_key(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "[ota] public_key must be 64 hex digits (the line in ota_ed25519.pub.hex), got {} characters",
+            s.len()
+        ));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(key)
 }
 
 fn main() {
@@ -169,6 +188,15 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
         broker_port: ranged("broker", "port", 1883, 65_535)? as u16,
         mqtt_username: string("broker", "username", None)?,
         mqtt_password: string("broker", "password", None)?,
+        ota_public_key: string("ota", "public_key", None)?
+            .map(|k| parse_key(&k))
+            .transpose()?,
+        ota_refuse_downgrade: match doc.get("ota").and_then(|t| t.get("refuse_downgrade")) {
+            None => false,
+            Some(item) => item
+                .as_bool()
+                .ok_or("[ota] refuse_downgrade must be true or false")?,
+        },
     })
 }
 
@@ -205,6 +233,10 @@ fn apply_overrides(s: &mut Settings) -> Result<(), String> {
     if let Some(v) = var("MQTTMESH_MQTT_PASSWORD") {
         s.mqtt_password = Some(v);
     }
+    if let Some(v) = var("MQTTMESH_OTA_PUBLIC_KEY") {
+        s.ota_public_key =
+            Some(parse_key(&v).map_err(|e| format!("MQTTMESH_OTA_PUBLIC_KEY: {e}"))?);
+    }
     Ok(())
 }
 
@@ -223,6 +255,10 @@ fn check(s: &Settings) -> Result<(), String> {
             None => b.network(&n.ssid, &n.password),
         };
     }
+    if let Some(key) = s.ota_public_key {
+        b = b.ota_public_key(key);
+    }
+    b = b.ota_refuse_downgrade(s.ota_refuse_downgrade);
     if let Some(user) = &s.mqtt_username {
         b = b.mqtt_credentials(user, s.mqtt_password.as_deref().unwrap_or(""));
     } else if s.mqtt_password.is_some() {
@@ -265,6 +301,16 @@ fn render(s: &Settings) -> String {
         o,
         "pub const MQTT_PASSWORD: Option<&str> = {:?};",
         s.mqtt_password
+    );
+    let _ = writeln!(
+        o,
+        "pub const OTA_PUBLIC_KEY: Option<[u8; 32]> = {:?};",
+        s.ota_public_key
+    );
+    let _ = writeln!(
+        o,
+        "pub const OTA_REFUSE_DOWNGRADE: bool = {};",
+        s.ota_refuse_downgrade
     );
     let _ = writeln!(o, "/// (ssid, password, bssid of a hidden network)");
     let _ = writeln!(

@@ -22,6 +22,10 @@ pub fn node_config() -> Result<Config, ConfigError> {
             None => b.network(ssid, password),
         };
     }
+    if let Some(key) = OTA_PUBLIC_KEY {
+        b = b.ota_public_key(key);
+    }
+    b = b.ota_refuse_downgrade(OTA_REFUSE_DOWNGRADE);
     if let Some(user) = MQTT_USERNAME {
         b = b.mqtt_credentials(user, MQTT_PASSWORD.unwrap_or(""));
     }

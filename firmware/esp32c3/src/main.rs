@@ -170,11 +170,7 @@ async fn main(spawner: Spawner) -> ! {
         spawn(&spawner, links::child_task(ap_stack, config.mesh_port));
     }
 
-    let mut ota = match ota::Ota::new(
-        esp_storage::FlashStorage::new(p.FLASH),
-        config.firmware_id,
-        config::FIRMWARE_VERSION,
-    ) {
+    let mut ota = match ota::Ota::new(esp_storage::FlashStorage::new(p.FLASH), &config) {
         Ok(o) => Some(o),
         Err(e) => {
             log::warn!("OTA unavailable: {e}");

@@ -40,7 +40,9 @@ impl core::fmt::Display for OtaError {
                 "partition table without two OTA slots and otadata ({e:?}); flash with --partition-table partitions.csv"
             ),
             OtaError::Area(e) => write!(f, "update slot unusable: {e}"),
-            OtaError::Settings => f.write_str("OTA v2 settings refused"),
+            OtaError::Settings => {
+                f.write_str("the OTA public key is not a valid Ed25519 key ([ota] public_key)")
+            }
         }
     }
 }
@@ -94,19 +96,19 @@ impl Ota {
     /// Reads the partition table and prepares the receivers for the idle slot.
     pub fn new(
         mut flash: FlashStorage<'static>,
-        firmware_id: u32,
-        version: &str,
+        config: &mqttmesh_core::Config,
     ) -> Result<Ota, OtaError> {
         let (update, base, size, trial) = slots(&mut flash)?;
         log::info!("ota: update slot at {base:#x}, {size} bytes; running image on trial: {trial}");
         let mut area = Area::new(flash, base, size).map_err(OtaError::Area)?;
-        let mut v = String::new();
-        let _ = v.push_str(version);
+        let mut version = String::new();
+        // The configured version is at most 31 bytes (validated): it fits.
+        let _ = version.push_str(&config.firmware_version);
         let settings = v2::Settings {
-            firmware_id,
-            version: v,
-            public_key: None,
-            refuse_downgrade: false,
+            firmware_id: config.firmware_id,
+            version,
+            public_key: config.ota_public_key,
+            refuse_downgrade: config.ota_refuse_downgrade,
         };
         let v2 = v2::Receiver::resume(settings, &mut area).map_err(|_| OtaError::Settings)?;
         Ok(Ota {

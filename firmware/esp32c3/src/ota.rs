@@ -52,6 +52,9 @@ pub struct Ota {
     area: Area<FlashStorage<'static>>,
     /// The slot `area` covers.
     update: AppPartitionSubType,
+    /// A public key is configured: the unsigned original exchange is refused, or it
+    /// would bypass the signature check.
+    signed_only: bool,
     compat: compat::Receiver,
     v2: v2::Receiver,
     trial: bool,
@@ -114,6 +117,7 @@ impl Ota {
         Ok(Ota {
             area,
             update,
+            signed_only: config.ota_public_key.is_some(),
             compat: compat::Receiver::new(),
             v2,
             trial,
@@ -166,6 +170,12 @@ impl Ota {
     ) -> bool {
         let mut clock = || embassy_time::Instant::now().as_micros();
         let installed = match exchange {
+            OtaExchange::Compat if self.signed_only => {
+                log::warn!(
+                    "ota: ignoring the unsigned original exchange: this node requires signed (v2) updates"
+                );
+                false
+            }
             OtaExchange::Compat => matches!(
                 self.compat
                     .handle(&mut self.area, command, payload, &mut clock, &mut out),

@@ -13,12 +13,15 @@ use std::time::Duration;
 
 use mqttmesh_core::LinkId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
 
+use std::net::SocketAddr;
+
+use crate::meshtls::{HandshakeError, MeshTls};
 use crate::radio::Timing;
 use crate::runtime::Input;
 use crate::topology::SplitMix;
@@ -33,6 +36,14 @@ const TLS_RECORD_OVERHEAD: usize = 5 + 1 + 16;
 pub(crate) enum LinkStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Why the parent link did not open.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Connect(std::io::Error),
+    /// The TCP connection to this address was made; its TLS handshake failed.
+    Tls(SocketAddr, HandshakeError),
 }
 
 /// One node's radio: when it is next free to send.
@@ -178,5 +189,53 @@ impl Tasks {
             let _ = wr.shutdown().await;
         });
         LinkHandle { gen, tx, reader }
+    }
+}
+
+/// Accepts children on the mesh port. With mesh TLS, each handshake runs in its own
+/// task (a stalled peer holds up no one) and only a finished one reaches the node;
+/// dropping this task (a crash) drops the handshakes in flight.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    tls: Option<MeshTls>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    let mut handshakes = tokio::task::JoinSet::new();
+    while let Ok((stream, peer)) = listener.accept().await {
+        while handshakes.try_join_next().is_some() {}
+        let Some(tls) = &tls else {
+            if inputs
+                .send(Input::ChildAccepted(LinkStream::Plain(stream)))
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, tx) = (tls.clone(), inputs.clone());
+        handshakes.spawn(async move {
+            let input = match tls.accept(stream).await {
+                Ok(s) => Input::ChildAccepted(LinkStream::Tls(Box::new(s))),
+                Err(e) => Input::ChildRefused(peer, e),
+            };
+            let _ = tx.send(input);
+        });
+    }
+}
+
+/// Opens the parent link: TCP, then the TLS handshake when mesh TLS is on.
+pub(crate) async fn open_parent(
+    addr: SocketAddr,
+    tls: Option<MeshTls>,
+) -> Result<LinkStream, OpenError> {
+    let tcp = TcpStream::connect(addr).await.map_err(OpenError::Connect)?;
+    let Some(tls) = tls else {
+        return Ok(LinkStream::Plain(tcp));
+    };
+    let _ = tcp.set_nodelay(true);
+    match tls.connect(tcp).await {
+        Ok(s) => Ok(LinkStream::Tls(Box::new(s))),
+        Err(e) => Err(OpenError::Tls(addr, e)),
     }
 }

@@ -12,12 +12,12 @@ use mqttmesh_core::link::MAX_FRAME;
 use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent};
 use mqttmesh_core::MsgType;
 use mqttmesh_core::{Config, Instant, Mac};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::link::{self, Airtime, LinkHandle, LinkStream};
-use crate::meshtls::{colon_hex, HandshakeError, MeshTls, MeshTlsCounters};
+use crate::link::{self, Airtime, LinkHandle, LinkStream, OpenError};
+use crate::meshtls::{HandshakeError, MeshTls, MeshTlsCounters};
 use crate::mqtt::Session;
 use crate::ota::{NodeFirmware, OtaSpec};
 use crate::radio::{Ap, Radio};
@@ -38,14 +38,6 @@ pub(crate) enum Input {
     /// OTA replies (and whether to install) once the flash work is done, for the boot
     /// that asked.
     OtaDone(u64, Vec<Reply>, bool),
-}
-
-/// Why the parent link did not open.
-#[derive(Debug)]
-pub(crate) enum OpenError {
-    Connect(std::io::Error),
-    /// The TCP connection to this address was made; its TLS handshake failed.
-    Tls(SocketAddr, HandshakeError),
 }
 
 /// Broker session events.
@@ -225,7 +217,11 @@ async fn run(
     let listen = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let acceptor = tokio::spawn(accept(listener, spec.mesh_tls.clone(), inputs.clone()));
+    let acceptor = tokio::spawn(link::accept(
+        listener,
+        spec.mesh_tls.clone(),
+        inputs.clone(),
+    ));
     let now = Instant::from_millis(epoch.elapsed().as_millis() as u64);
     let (firmware, config) = boot_firmware(&spec);
     let node = Node::new(config, spec.chip_id, spec.seed, "Power on", now);
@@ -300,47 +296,6 @@ async fn run(
     st.depth = None;
     st.parent = None;
     st.children.clear();
-}
-
-/// Accepts children on the mesh port. With mesh TLS, each handshake runs in its own
-/// task (a stalled peer holds up no one) and only a finished one reaches the node;
-/// dropping this task (a crash) drops the handshakes in flight.
-async fn accept(listener: TcpListener, tls: Option<MeshTls>, inputs: mpsc::UnboundedSender<Input>) {
-    let mut handshakes = tokio::task::JoinSet::new();
-    while let Ok((stream, peer)) = listener.accept().await {
-        while handshakes.try_join_next().is_some() {}
-        let Some(tls) = &tls else {
-            if inputs
-                .send(Input::ChildAccepted(LinkStream::Plain(stream)))
-                .is_err()
-            {
-                return;
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (tls, tx) = (tls.clone(), inputs.clone());
-        handshakes.spawn(async move {
-            let input = match tls.accept(stream).await {
-                Ok(s) => Input::ChildAccepted(LinkStream::Tls(Box::new(s))),
-                Err(e) => Input::ChildRefused(peer, e),
-            };
-            let _ = tx.send(input);
-        });
-    }
-}
-
-/// Opens the parent link: TCP, then the TLS handshake when mesh TLS is on.
-async fn open_parent(addr: SocketAddr, tls: Option<MeshTls>) -> Result<LinkStream, OpenError> {
-    let tcp = TcpStream::connect(addr).await.map_err(OpenError::Connect)?;
-    let Some(tls) = tls else {
-        return Ok(LinkStream::Plain(tcp));
-    };
-    let _ = tcp.set_nodelay(true);
-    match tls.connect(tcp).await {
-        Ok(s) => Ok(LinkStream::Tls(Box::new(s))),
-        Err(e) => Err(OpenError::Tls(addr, e)),
-    }
 }
 
 /// Boots the node's firmware (when it has flash) and the configuration it runs with:
@@ -454,38 +409,12 @@ impl Driver {
 
     /// Counts and logs mesh TLS handshakes, stale or not: each happened.
     fn note_tls(&mut self, input: &Input) {
-        let c = &mut self.tls_counters;
-        let id = self.node.id();
+        let (c, id) = (&mut self.tls_counters, self.node.id().as_str());
         match input {
             Input::LinkOpened(_, Ok(LinkStream::Tls(_))) => c.parent_handshakes += 1,
-            Input::LinkOpened(_, Err(OpenError::Tls(addr, e))) => match e {
-                HandshakeError::Pin(m) => {
-                    c.parent_pin_mismatches += 1;
-                    tracing::warn!(target: "mqttmesh::meshtls", node = %id,
-                            "refusing the parent at {addr}: its certificate's SHA-1 fingerprint {} \
-                             is not the pinned {} (ssl/fingerprint); it serves another mesh \
-                             certificate", colon_hex(&m.seen), colon_hex(&m.pinned));
-                }
-                HandshakeError::Timeout(_) => {
-                    c.parent_handshake_failures += 1;
-                    c.handshake_timeouts += 1;
-                    tracing::warn!(target: "mqttmesh::meshtls", node = %id, "parent at {addr}: {e}; is mesh TLS on there?");
-                }
-                _ => {
-                    c.parent_handshake_failures += 1;
-                    tracing::warn!(target: "mqttmesh::meshtls", node = %id, "parent at {addr}: {e}; is mesh TLS on there?");
-                }
-            },
+            Input::LinkOpened(_, Err(OpenError::Tls(addr, e))) => c.parent_refused(id, *addr, e),
             Input::ChildAccepted(LinkStream::Tls(_)) => c.child_handshakes += 1,
-            Input::ChildRefused(peer, e) => {
-                c.child_handshake_failures += 1;
-                if matches!(e, HandshakeError::Timeout(_)) {
-                    c.handshake_timeouts += 1;
-                }
-                tracing::warn!(target: "mqttmesh::meshtls", node = %id,
-                    "refused a connection to the mesh port from {peer}: {e} (mesh TLS is on here; \
-                     is it on at the child?)");
-            }
+            Input::ChildRefused(peer, e) => c.child_refused(id, *peer, e),
             _ => {}
         }
     }
@@ -642,7 +571,8 @@ impl Driver {
                         let tx = self.inputs.clone();
                         let tls = self.spec.mesh_tls.clone();
                         tokio::spawn(async move {
-                            let _ = tx.send(Input::LinkOpened(gen, open_parent(addr, tls).await));
+                            let _ =
+                                tx.send(Input::LinkOpened(gen, link::open_parent(addr, tls).await));
                         });
                     }
                     None => {

@@ -9,6 +9,7 @@
 //! done, so a peer that stalls, speaks plaintext or presents the wrong certificate
 //! never gets a frame to the core.
 
+mod counters;
 mod load;
 mod pin;
 
@@ -19,11 +20,11 @@ use std::time::Duration;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
-use serde::Serialize;
 use sha1::Digest as _;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+pub use counters::MeshTlsCounters;
 pub use load::{LoadError, CERT_FILE, FINGERPRINT_FILE, KEY_FILE};
 pub use pin::PinMismatch;
 
@@ -183,36 +184,6 @@ fn connector(provider: &Arc<CryptoProvider>, pin: [u8; 20]) -> TlsConnector {
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     TlsConnector::from(Arc::new(config))
-}
-
-/// A node's mesh TLS counters (host side: the core never sees a failed handshake).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct MeshTlsCounters {
-    /// Parent links that finished the TLS handshake.
-    pub parent_handshakes: u64,
-    /// Parents refused because their certificate is not the pinned one.
-    pub parent_pin_mismatches: u64,
-    /// Other failed handshakes with a parent (timeout, not TLS, bad signature).
-    pub parent_handshake_failures: u64,
-    /// Child connections that finished the TLS handshake.
-    pub child_handshakes: u64,
-    /// Connections to the mesh port refused: plaintext, garbage, failed or stalled
-    /// handshake.
-    pub child_handshake_failures: u64,
-    /// Handshakes (either side) that timed out; also counted in the two above.
-    pub handshake_timeouts: u64,
-}
-
-impl MeshTlsCounters {
-    /// Adds `other` to these (for mesh totals).
-    pub fn add(&mut self, other: &MeshTlsCounters) {
-        self.parent_handshakes += other.parent_handshakes;
-        self.parent_pin_mismatches += other.parent_pin_mismatches;
-        self.parent_handshake_failures += other.parent_handshake_failures;
-        self.child_handshakes += other.child_handshakes;
-        self.child_handshake_failures += other.child_handshake_failures;
-        self.handshake_timeouts += other.handshake_timeouts;
-    }
 }
 
 fn sha1(der: &[u8]) -> [u8; 20] {

@@ -78,6 +78,16 @@ fn gen_cert(dir: &Path) -> [u8; 20] {
 }
 
 async fn start(broker: SocketAddr, seed: u64, placement: Placement, tls: MeshTls) -> Mesh {
+    start_timed(broker, seed, placement, tls, Timing::fast()).await
+}
+
+async fn start_timed(
+    broker: SocketAddr,
+    seed: u64,
+    placement: Placement,
+    tls: MeshTls,
+    timing: Timing,
+) -> Mesh {
     let config = Config::builder()
         .firmware(0x1337, "0.1")
         .network("mqttmesh-router", "router-password")
@@ -88,7 +98,7 @@ async fn start(broker: SocketAddr, seed: u64, placement: Placement, tls: MeshTls
     Mesh::start(MeshSpec {
         placement,
         model: Model::default(),
-        timing: Timing::fast(),
+        timing,
         config,
         broker,
         mesh_tls: Some(tls),
@@ -151,6 +161,45 @@ async fn a_tls_line_carries_traffic_both_ways_on_mosquitto() {
     assert!(c.child_handshakes >= (N - 1) as u64, "{c:?}");
     assert_eq!(c.parent_pin_mismatches, 0, "{c:?}");
     assert_eq!(c.child_handshake_failures, 0, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_narrow_tls_links_still_deliver_everything() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    gen_cert(dir.path());
+    let tls = MeshTls::load(dir.path()).expect("load");
+    let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("broker");
+    let obs = Observer::start(broker.addr(), OUT, "mesh-tls-lossy-observer")
+        .await
+        .expect("observer connects");
+    // Air time is charged per TLS record, resends delay records: TLS must not care.
+    let timing = Timing {
+        loss: 0.3,
+        bandwidth_bps: 200_000,
+        ..Timing::fast()
+    };
+    let mesh = start_timed(broker.addr(), 44, topology::line(3), tls, timing).await;
+    assert!(
+        mesh.wait_for(FORM, |m| m.all_online()).await,
+        "lossy TLS line did not form:\n{}",
+        render_tree(&mesh.rows())
+    );
+    assert!(
+        mesh.wait_for(WAIT, |m| m.published() >= 12).await,
+        "nodes did not publish"
+    );
+    mesh.set_publishing(false);
+    let delivered = obs
+        .wait_for(WAIT, |o| o.delivered() == mesh.published())
+        .await;
+    assert!(
+        delivered,
+        "published {}, delivered {}",
+        mesh.published(),
+        obs.delivered()
+    );
+    assert_eq!(obs.duplicates(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@
 //! A link is plain TCP or, with mesh TLS on, TLS over TCP ([`crate::meshtls`]); the
 //! handshake is done before the stream gets here.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-
 use std::time::Duration;
 
 use mqttmesh_core::LinkId;
@@ -18,8 +18,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
-
-use std::net::SocketAddr;
 
 use crate::meshtls::{HandshakeError, MeshTls};
 use crate::radio::Timing;

@@ -401,6 +401,7 @@ impl Driver {
                 Some(link) => self.attach(link, stream),
                 None => drop(stream),
             },
+            // Closed, counted and logged by `note_tls`; the node never saw it.
             Input::ChildRefused(..) => {}
             // Stale: an earlier scan, association, session or link.
             _ => {}

@@ -138,16 +138,14 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
             firmware_version(),
             any::<u8>()
         )
-            .prop_map(
-                |(nonce, id, chip, fw, fw_ver, h)| Owned::JoinRequest {
-                    nonce,
-                    id,
-                    chip,
-                    fw,
-                    fw_ver,
-                    h
-                }
-            ),
+            .prop_map(|(nonce, id, chip, fw, fw_ver, h)| Owned::JoinRequest {
+                nonce,
+                id,
+                chip,
+                fw,
+                fw_ver,
+                h
+            }),
         (any::<[u8; 16]>(), node_id(), any::<[u8; 32]>())
             .prop_map(|(nonce, parent, tag)| Owned::Challenge { nonce, parent, tag }),
         any::<[u8; 32]>().prop_map(Owned::Proof),

@@ -64,7 +64,9 @@ impl JoinKey {
         h.update(&[0]);
         h.update(mesh_ssid_base.as_bytes());
         let k = h.finalize().into_bytes();
-        JoinKey { keyed: hmac_with(&k) }
+        JoinKey {
+            keyed: hmac_with(&k),
+        }
     }
 
     /// The parent's tag (`mac_p`) over transcript `t`.

@@ -1,7 +1,7 @@
 //! Our AP's side: child links, the join handshake as parent, and relaying upstream.
 
 use super::parent::frame_name;
-use super::{Action, ChildState, Challenged, Level, LinkId, Node, CHILD_SLOTS};
+use super::{Action, Challenged, ChildState, Level, LinkId, Node, CHILD_SLOTS};
 use crate::identity::NodeId;
 use crate::link::{self, Frame, JoinRequest, Reason, Transcript};
 use crate::time::Instant;
@@ -97,7 +97,10 @@ impl Node {
             return;
         };
         if !self.connected() || !self.ap_open {
-            self.log(Level::Info, format_args!("refusing join of {id}: not ready"));
+            self.log(
+                Level::Info,
+                format_args!("refusing join of {id}: not ready"),
+            );
             self.reject(slot, Reason::NotReady);
             return;
         }
@@ -170,10 +173,7 @@ impl Node {
         }
         self.log(
             Level::Info,
-            format_args!(
-                "child {id} joined (slot {slot}, fw {:04X})",
-                ch.firmware_id
-            ),
+            format_args!("child {id} joined (slot {slot}, fw {:04X})", ch.firmware_id),
         );
         self.children[usize::from(slot)].state = ChildState::Joined { id };
     }

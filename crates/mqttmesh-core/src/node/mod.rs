@@ -40,7 +40,9 @@ use heapless::{Deque, String, Vec};
 
 use crate::config::{Config, MAX_CHILDREN_LIMIT};
 use crate::identity::{self, Mac, NodeId};
-use crate::link::{self, Deframer, Frame, JoinKey, Nonce, Path, Transcript, MAX_FRAME, MAX_PAYLOAD};
+use crate::link::{
+    self, Deframer, Frame, JoinKey, Nonce, Path, Transcript, MAX_FRAME, MAX_PAYLOAD,
+};
 use crate::rand::Rand;
 use crate::time::Instant;
 use crate::topic::{self, MsgType, Topic};

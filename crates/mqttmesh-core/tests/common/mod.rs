@@ -1,7 +1,7 @@
 //! The node harness shared by the node tests: a `Node`, a virtual clock, the run-loop
 //! drain, and the join handshake played by hand from either side.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use std::net::Ipv4Addr;
 
@@ -143,6 +143,8 @@ pub struct Harness {
     pub transmits: Vec<(LinkId, Vec<u8>)>,
     pub actions: Vec<Action>,
     pub events: Vec<Event>,
+    /// Every log line since the start (kept across `clear`).
+    pub logs: Vec<String>,
 }
 
 impl Harness {
@@ -156,6 +158,7 @@ impl Harness {
             transmits: Vec::new(),
             actions: Vec::new(),
             events: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
@@ -176,7 +179,8 @@ impl Harness {
                 self.events.push(event);
                 idle = false;
             }
-            if self.node.poll_log().is_some() {
+            if let Some(line) = self.node.poll_log() {
+                self.logs.push(line.text.to_string());
                 idle = false;
             }
             if idle {
@@ -235,6 +239,11 @@ impl Harness {
                 Frame::decode(&bytes[HEADER_LEN..]).expect("the node sends valid frames")
             })
             .collect()
+    }
+
+    /// Whether a log line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logs.iter().any(|l| l.contains(text))
     }
 
     pub fn asked(&self, wanted: &Action) -> bool {

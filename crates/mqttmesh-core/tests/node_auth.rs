@@ -418,3 +418,24 @@ fn join_stalled_by_the_parent_times_out_and_is_counted() {
         assert!(h.logged("Joining timed out"));
     }
 }
+
+#[test]
+fn child_leaving_because_our_challenge_failed_is_counted() {
+    let (mut h, a, b) = parent();
+    let c = h.node.handle_child_connected(h.now).expect("a free slot");
+    let _ = h.challenge(c, CULPRIT);
+    let before = h.counters();
+    h.feed(
+        c,
+        &encode(&Frame::Leave {
+            reason: Reason::Auth,
+        }),
+    );
+    let after = h.counters();
+    assert_eq!(after.auth_failures, before.auth_failures + 1);
+    assert_eq!(after.rejected_joins, before.rejected_joins + 1);
+    assert!(h.asked(&Action::CloseLink(c)));
+    assert!(h.logged("could not verify our challenge"));
+    publish_after_refusal(&mut h, c);
+    assert_family_intact(&mut h, a, b);
+}

@@ -64,6 +64,21 @@ impl Node {
                 let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
             }
             (Stage::Joined, Frame::KeepAliveAck) => {}
+            (Stage::AwaitProof, Frame::Leave { reason }) if reason == Reason::Auth => {
+                // Our challenge did not verify under its key: another mesh or a wrong
+                // password on its side. The same failure as a bad proof, seen first by
+                // the child because the parent proves first.
+                self.counters.auth_failures += 1;
+                self.counters.rejected_joins += 1;
+                self.log(
+                    Level::Warn,
+                    format_args!(
+                        "child {slot} could not verify our challenge (another mesh or a wrong mesh password)"
+                    ),
+                );
+                let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+                self.on_child_closed(now, slot);
+            }
             (_, Frame::Leave { reason }) => {
                 self.log(Level::Info, format_args!("child {slot} left: {reason}"));
                 let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));

@@ -106,6 +106,8 @@ struct Report {
     broker: String,
     messages: Messages,
     rejected_joins: u64,
+    /// Join handshakes that failed authentication (another mesh or a wrong password).
+    auth_failures: u64,
     malformed: u64,
     node_list: Vec<NodeRow>,
 }
@@ -267,6 +269,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             duplicates: observer.duplicates(),
         },
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
+        auth_failures: statuses.iter().map(|s| s.counters.auth_failures).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
         node_list: rows,
     };

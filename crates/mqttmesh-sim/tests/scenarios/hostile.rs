@@ -222,7 +222,9 @@ fn wrong_mesh_password_cannot_join() {
         ),
         "{replies:?}"
     );
-    wait_for(&mut w, 1, "the parent to close the link", |w| w.probe_closed(probe));
+    wait_for(&mut w, 1, "the parent to close the link", |w| {
+        w.probe_closed(probe)
+    });
     assert_eq!(w.node(p).counters().auth_failures, 1);
     assert_eq!(w.node(p).counters().rejected_joins, 1);
     assert!(any_log(&w, p, "failed to prove the mesh password"));

@@ -64,7 +64,12 @@ impl Node {
                 let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
             }
             (Stage::Joined, Frame::KeepAliveAck) => {}
-            (Stage::AwaitProof, Frame::Leave { reason }) if reason == Reason::Auth => {
+            (
+                Stage::AwaitProof,
+                Frame::Leave {
+                    reason: Reason::Auth,
+                },
+            ) => {
                 // Our challenge did not verify under its key: another mesh or a wrong
                 // password on its side. The same failure as a bad proof, seen first by
                 // the child because the parent proves first.

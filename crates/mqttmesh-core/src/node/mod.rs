@@ -165,7 +165,9 @@ pub struct Node {
 impl Node {
     /// A node for chip `chip_id` (low 24 bits), starting at `now`.
     ///
-    /// `seed` feeds the node's jitter; `reset_reason` is published once on the first
+    /// `seed` feeds the node's jitter and the nonces of the join handshake: on the chip
+    /// it must come from the hardware RNG at every boot (`docs/PROTOCOL.md` "Join
+    /// handshake", "Nonces"). `reset_reason` is published once on the first
     /// connection (`info/reset_Reason`), e.g. `Power on` or `Restart`.
     pub fn new(config: Config, chip_id: u32, seed: u64, reset_reason: &str, now: Instant) -> Node {
         let chip_id = chip_id & 0x00FF_FFFF;

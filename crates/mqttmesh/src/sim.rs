@@ -113,6 +113,8 @@ struct Report {
     broker: String,
     messages: Messages,
     rejected_joins: u64,
+    /// Join handshakes that failed authentication (another mesh or a wrong password).
+    auth_failures: u64,
     malformed: u64,
     /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
     mesh_tls: Option<MeshTlsCounters>,
@@ -288,6 +290,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             duplicates: observer.duplicates(),
         },
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
+        auth_failures: statuses.iter().map(|s| s.counters.auth_failures).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
         mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
         node_list: rows,

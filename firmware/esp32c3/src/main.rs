@@ -118,13 +118,14 @@ async fn main(spawner: Spawner) -> ! {
         config.firmware_version
     );
 
-    let rng = Rng::new();
-    let seed = (u64::from(rng.random()) << 32) | u64::from(rng.random());
-
     let controller = match WifiController::new(p.WIFI, Default::default()) {
         Ok(c) => c,
         Err(e) => halt(format_args!("WiFi start failed: {e:?}")),
     };
+    // Read after the radio is on: the RNG is a true random source only then, and the
+    // seed feeds the join handshake's nonces.
+    let rng = Rng::new();
+    let seed = (u64::from(rng.random()) << 32) | u64::from(rng.random());
     static AP_RES: StaticCell<StackResources<{ ACCEPTORS + 1 }>> = StaticCell::new();
     static STA_RES: StaticCell<StackResources<5>> = StaticCell::new();
     let gateway = addr::ap_gateway(chip_id);

@@ -167,7 +167,14 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
         firmware_id: u32::try_from(ranged("firmware", "id", 0, i64::from(u32::MAX))?)
             .map_err(|e| e.to_string())?,
         firmware_version: string("firmware", "version", Some("0.1.0"))?.unwrap_or_default(),
-        led_gpio: ranged("app", "led_gpio", 8, 21)? as u8,
+        led_gpio: match ranged("app", "led_gpio", 8, 21)? as u8 {
+            12..=17 => {
+                return Err(
+                    "[app] led_gpio: GPIO12..17 drive the SPI flash; pick another pin".into(),
+                );
+            }
+            pin => pin,
+        },
         publish_interval_secs: ranged("app", "publish_interval_secs", 5, 86_400)? as u32,
         networks,
         mesh_password: string(

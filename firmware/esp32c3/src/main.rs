@@ -73,12 +73,15 @@ fn spawn<S>(
 ) {
     match token {
         Ok(t) => spawner.spawn(t),
-        Err(e) => halt(format_args!("cannot start a task: {e:?}")),
+        Err(e) => halt(format_args!(
+            "cannot start a task: {e:?} (a bug: task pool too small)"
+        )),
     }
 }
 
+/// Logs why the node cannot run and stops (a watchdog or the reset button restarts it).
 fn halt(msg: core::fmt::Arguments<'_>) -> ! {
-    log::error!("{msg}; fix the configuration and rebuild");
+    log::error!("{msg}");
     loop {
         core::hint::spin_loop();
     }
@@ -95,11 +98,13 @@ async fn main(spawner: Spawner) -> ! {
 
     let config = match config::node_config() {
         Ok(c) => c,
-        Err(e) => halt(format_args!("invalid configuration: {e}")),
+        Err(e) => halt(format_args!(
+            "invalid configuration: {e}; fix config.toml and rebuild"
+        )),
     };
     // The chip ID is the low 24 bits of the factory MAC, as on the ESP8266.
     let factory = efuse::base_mac_address();
-    let f = factory.as_bytes();
+    let f = factory.as_bytes(); // an EUI-48: 6 bytes
     let chip_id = u32::from_be_bytes([0, f[3], f[4], f[5]]);
     let key = identity::mesh_key(&config.mesh_password);
     let sta_mac = identity::station_mac(chip_id, key);
@@ -120,7 +125,9 @@ async fn main(spawner: Spawner) -> ! {
 
     let controller = match WifiController::new(p.WIFI, Default::default()) {
         Ok(c) => c,
-        Err(e) => halt(format_args!("WiFi start failed: {e:?}")),
+        Err(e) => halt(format_args!(
+            "WiFi start failed: {e:?}; press reset to retry"
+        )),
     };
     // Read after the radio is on: the RNG is a true random source only then, and the
     // seed feeds the join handshake's nonces.

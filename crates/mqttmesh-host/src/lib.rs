@@ -10,6 +10,7 @@ mod link;
 pub mod mesh;
 pub mod mosquitto;
 mod mqtt;
+pub mod mqtt_tls;
 pub mod observer;
 pub mod ota;
 pub mod radio;

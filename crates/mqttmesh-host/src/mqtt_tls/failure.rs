@@ -4,7 +4,7 @@
 
 use std::io;
 
-use rumqttc::{ConnectReturnCode, ConnectionError, StateError, TlsError};
+use rumqttc::{mqttbytes, ConnectReturnCode, ConnectionError, StateError, TlsError};
 use rustls::CertificateError;
 
 use super::PinMismatch;
@@ -231,6 +231,9 @@ fn state_reason(e: &ConnectionError) -> String {
         ConnectionError::MqttState(StateError::ConnectionAborted) => {
             "it closed the connection".into()
         }
+        ConnectionError::MqttState(StateError::Deserialization(mqttbytes::Error::Io(io)))
+        | ConnectionError::MqttState(StateError::Io(io))
+        | ConnectionError::Io(io) => format!("it dropped the connection: {io}"),
         ConnectionError::MqttState(StateError::Deserialization(d)) => {
             format!("it answered with bytes that are not MQTT: {d}")
         }

@@ -66,7 +66,9 @@ impl Observer {
         client_id: &str,
         credentials: Option<(&str, &str)>,
     ) -> Result<Observer, String> {
-        Self::start_secure(broker, out_prefix, client_id, credentials, None).await
+        Self::start_secure(broker, out_prefix, client_id, credentials, None)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// [`Observer::start_with_credentials`] over `tls` when given. A wrong login, pin or
@@ -78,7 +80,7 @@ impl Observer {
         client_id: &str,
         credentials: Option<(&str, &str)>,
         tls: Option<&ClientTls>,
-    ) -> Result<Observer, String> {
+    ) -> Result<Observer, ConnectError> {
         let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
         options
             .set_keep_alive(Duration::from_secs(30))
@@ -117,25 +119,27 @@ impl Observer {
                 }
             }
         });
+        let other = |reason: String| ConnectError::Other {
+            addr: broker.to_string(),
+            reason,
+        };
         client
             .subscribe(format!("{out_prefix}#"), QoS::AtLeastOnce)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| other(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !lock(&state).subscribed {
             let failure = lock(&state).failure.clone();
             if let Some(why) = failure.as_ref().filter(|f| f.is_configuration()) {
                 task.abort();
-                return Err(why.to_string());
+                return Err(why.clone());
             }
             if tokio::time::Instant::now() > deadline {
                 task.abort();
-                let last = failure
-                    .map(|f| format!(" (last error: {f})"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "no SUBACK from the broker at {broker} within 10 s{last}"
-                ));
+                return Err(match failure {
+                    Some(last) => last,
+                    None => other("no SUBACK within 10 s".into()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -133,7 +133,9 @@ async fn observe(
     password: &str,
     id: &str,
 ) -> Result<Observer, String> {
-    Observer::start_secure(broker, OUT, id, Some((USER, password)), tls).await
+    Observer::start_secure(broker, OUT, id, Some((USER, password)), tls)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A mesh of `nodes` in `mode` forms over TLS and every node's counter arrives.

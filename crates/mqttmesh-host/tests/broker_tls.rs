@@ -249,6 +249,14 @@ async fn each_misconfiguration_fails_with_its_own_error() {
     .unwrap_err();
     assert!(e.contains("unknown issuer"), "{e}");
 
+    // A certificate that does not name the host the client was configured with.
+    let other_name =
+        ClientTls::new(BrokerTls::Ca, &trust, "broker.example", tls.port()).expect("TLS client");
+    let e = observe(tls, other_name.as_ref(), PASSWORD, "tls-wrong-name")
+        .await
+        .unwrap_err();
+    assert!(e.contains("does not name the broker host"), "{e}");
+
     // Wrong password, over TLS and by a node.
     let ca = client(BrokerTls::Ca, &trust, tls);
     let e = observe(tls, ca.as_ref(), "wrong", "tls-bad-login")

@@ -142,7 +142,8 @@ impl Watcher {
                         }
                         if up {
                             up = false;
-                            let detail = e.to_string();
+                            let detail =
+                                crate::mqtt_tls::classify(&e, &task_addr, secure, true).to_string();
                             if tx
                                 .send(WatchEvent::Connection { up, detail })
                                 .await

@@ -122,3 +122,28 @@ fn mosquitto_passwd() -> Option<PathBuf> {
     let fallback = Path::new(USR_BIN_MOSQUITTO_PASSWD);
     on_path.or_else(|| fallback.is_file().then(|| fallback.to_path_buf()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_listener_serves_the_written_files_on_loopback() {
+        let dir = std::env::temp_dir().join(format!("mqttmesh-secure-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let secure = Secure {
+            tls: Some(TlsListener {
+                cert_pem: b"cert".to_vec(),
+                key_pem: b"key".to_vec(),
+            }),
+            users: Vec::new(),
+        };
+        let lines = secure.config_lines(&dir, Some(8884)).expect("lines");
+        assert!(lines.starts_with("listener 8884 127.0.0.1\n"), "{lines}");
+        assert!(!lines.contains("allow_anonymous"), "{lines}");
+        assert_eq!(fs::read(dir.join("server.pem")).expect("cert"), b"cert");
+        assert_eq!(fs::read(dir.join("server.key.pem")).expect("key"), b"key");
+        fs::remove_dir_all(&dir).expect("clean up");
+        assert_ne!(second_free_port(1).expect("port"), 1);
+    }
+}

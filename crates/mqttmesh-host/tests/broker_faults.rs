@@ -54,6 +54,7 @@ async fn start_mesh(placement: Placement, config: Config, broker: SocketAddr, se
         config,
         broker,
         mqtt_trust: Default::default(),
+        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(300),
         ota: None,

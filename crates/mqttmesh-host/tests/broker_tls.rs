@@ -114,6 +114,7 @@ async fn start_mesh(
         config,
         broker,
         mqtt_trust: trust,
+        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(300),
         ota: None,

@@ -50,6 +50,7 @@ async fn start_with(
         config: config(broker),
         broker,
         mqtt_trust: Default::default(),
+        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(500),
         ota: None,

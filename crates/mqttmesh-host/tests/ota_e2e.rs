@@ -92,6 +92,7 @@ async fn mesh_with(
         config: config(broker, signed),
         broker,
         mqtt_trust: Default::default(),
+        mesh_tls: None,
         seed: 5,
         publish_interval: Duration::ZERO,
         ota: Some(OtaSpec {

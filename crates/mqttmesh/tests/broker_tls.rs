@@ -187,6 +187,7 @@ async fn start_mesh(broker: SocketAddr, pki: &Pki, nodes: usize, ota: Option<Ota
         config: mesh_config(broker, BrokerTls::Ca),
         broker,
         mqtt_trust: pki.trust(),
+        mesh_tls: None,
         seed: 5,
         publish_interval: Duration::ZERO,
         ota,

@@ -258,6 +258,7 @@ async fn line_of_four(
         config: config(broker, public_key),
         broker,
         mqtt_trust: Default::default(),
+        mesh_tls: None,
         seed: 7,
         publish_interval: Duration::ZERO,
         ota: Some(OtaSpec {

@@ -87,6 +87,8 @@ pub struct NodeStatus {
     pub restarts: u64,
     /// Version the node runs (from its image, or the configured one).
     pub firmware_version: String,
+    /// Why the last broker session failed or ended, until the next one is up.
+    pub broker_error: Option<String>,
     /// Mesh TLS handshakes and refusals (all zero with mesh TLS off).
     pub mesh_tls: MeshTlsCounters,
 }
@@ -104,6 +106,8 @@ pub struct NodeSpec {
     pub seed: u64,
     /// Broker address (reachable only through the router).
     pub broker: SocketAddr,
+    /// TLS to the broker, made from `config.mqtt_tls` (`None`: plain MQTT).
+    pub mqtt_tls: Option<crate::mqtt_tls::ClientTls>,
     /// TLS on mesh links (`None`: plain TCP).
     pub mesh_tls: Option<MeshTls>,
     /// Demo-app publication interval.
@@ -355,7 +359,10 @@ impl Driver {
             }
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
             {
-                MqttInput::Connected => self.node.handle_mqtt_connected(now),
+                MqttInput::Connected => {
+                    lock(&self.status).broker_error = None;
+                    self.node.handle_mqtt_connected(now)
+                }
                 MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
                 }
@@ -364,6 +371,7 @@ impl Driver {
                 }
                 MqttInput::Disconnected(why) => {
                     tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "broker session: {why}");
+                    lock(&self.status).broker_error = Some(why);
                     self.session = None;
                     self.node.handle_mqtt_disconnected(now);
                 }
@@ -530,11 +538,10 @@ impl Driver {
             } => {
                 let gen = self.next_gen();
                 if self.radio.broker_reachable(index) {
-                    let broker = self.spec.broker;
                     self.session = Some(Session::open(
                         &self.spec.config,
-                        &broker.ip().to_string(),
-                        broker.port(),
+                        self.spec.broker,
+                        self.spec.mqtt_tls.as_ref(),
                         &client_id,
                         &will_topic,
                         gen,

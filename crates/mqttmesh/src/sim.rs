@@ -45,7 +45,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`, or
-    /// HOST:PORT of any MQTT 3.1.1 broker.
+    /// HOST[:PORT] of any MQTT 3.1.1 broker (port 1883, or 8883 with TLS, when not given).
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
@@ -127,7 +127,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         bail!("--nodes must be at least 1");
     }
     let placement = placement(&args)?;
-    let (broker, _embedded) = broker(&args.broker)?;
+    let tls = &args.node.tls;
+    let (broker, host, _embedded) = broker(&args.broker, tls)?;
     let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), NodeTiming::fast()),
@@ -143,9 +144,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         Some(dir) => Some(MeshTls::load(dir).map_err(|e| anyhow!("--mesh-tls: {e}"))?),
         None => None,
     };
-    let config = args
-        .node
-        .config(&broker.ip().to_string(), broker.port(), node_timing)?;
+    let config = args.node.config(&host, broker.port(), node_timing)?;
+    let tls_client = tls.client(&host, broker.port())?;
     // Fail at once, with the real reason, when nothing listens there.
     tokio::time::timeout(
         Duration::from_secs(3),
@@ -163,24 +163,22 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         .mqtt_username
         .as_deref()
         .map(|u| (u, args.node.mqtt_password.as_deref().unwrap_or("")));
-    let observer = Observer::start_with_credentials(
+    let observer = Observer::start_secure(
         broker,
         &config.out_prefix,
         &format!("mqttmesh-sim-observer-{}", std::process::id()),
         credentials,
+        tls_client.as_ref(),
     )
     .await
-    .map_err(|e| {
-        anyhow!(
-            "cannot watch the broker at {broker}: {e}; does it need --mqtt-username/--mqtt-password?"
-        )
-    })?;
+    .map_err(|e| crate::tlsflags::explain(&e).context("cannot watch the broker"))?;
     let spec = MeshSpec {
         placement,
         model: Model::default(),
         timing,
         config,
         broker,
+        mqtt_trust: tls.trust()?,
         mesh_tls: mesh_tls.clone(),
         seed: args.seed,
         publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
@@ -341,8 +339,20 @@ fn placement(args: &SimArgs) -> Result<Placement> {
     })
 }
 
-fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
+/// The broker's address, its host name as given (what its certificate must name), and
+/// the embedded broker if one was started.
+fn broker(
+    spec: &str,
+    tls: &crate::tlsflags::TlsFlags,
+) -> Result<(SocketAddr, String, Option<EmbeddedBroker>)> {
     if let Some(port) = spec.strip_prefix("embedded") {
+        if tls.is_on() {
+            bail!(
+                "the embedded broker speaks plain MQTT only; for TLS run a TLS broker (e.g. \
+                 Mosquitto with a `listener 8883` and `certfile`/`keyfile`) and pass --broker \
+                 HOST:PORT"
+            );
+        }
         let port: u16 = match port.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| {
                 anyhow!("--broker {spec:?}: the port after `embedded:` must be a number")
@@ -354,14 +364,17 @@ fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).with_context(|| {
                 format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?")
             })?;
-        return Ok((b.addr(), Some(b)));
+        return Ok((b.addr(), b.addr().ip().to_string(), Some(b)));
     }
-    let addr = spec
+    let (host, port) =
+        crate::brokerflags::split_host_port(spec).map_err(|e| anyhow!("{e} (or `embedded`)"))?;
+    let port = port.unwrap_or(tls.default_port());
+    let addr = (host, port)
         .to_socket_addrs()
-        .with_context(|| format!("--broker {spec:?}: expected `embedded` or HOST:PORT"))?
+        .with_context(|| format!("--broker {spec:?}: cannot resolve {host}"))?
         .next()
         .ok_or_else(|| anyhow!("--broker {spec:?} resolves to no address"))?;
-    Ok((addr, None))
+    Ok((addr, host.to_string(), None))
 }
 
 fn progress_bar(n: u64) -> ProgressBar {

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use mqttmesh_core::Config;
+use mqttmesh_core::config::BrokerTls;
 use mqttmesh_core::identity::Mac;
 use toml_edit::{DocumentMut, Item};
 
@@ -22,6 +23,7 @@ const OVERRIDES: &[&str] = &[
     "MQTTMESH_MQTT_USERNAME",
     "MQTTMESH_MQTT_PASSWORD",
     "MQTTMESH_OTA_PUBLIC_KEY",
+    "MQTTMESH_BROKER_FINGERPRINT",
 ];
 
 struct Network {
@@ -41,7 +43,10 @@ struct Settings {
     mesh_port: u16,
     max_children: u8,
     broker_host: String,
-    broker_port: u16,
+    /// None: the core's default (1883, or 8883 with TLS).
+    broker_port: Option<u16>,
+    /// The pinned leaf fingerprint (20 or 32 bytes), if TLS is on.
+    broker_fingerprint: Option<Vec<u8>>,
     mqtt_username: Option<String>,
     mqtt_password: Option<String>,
     ota_public_key: Option<[u8; 32]>,
@@ -62,6 +67,31 @@ fn parse_key(s: &str) -> Result<[u8; 32], String> {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
     }
     Ok(key)
+}
+
+/// A broker certificate fingerprint in hex (`AB:CD:..` or plain), 20 or 32 bytes, by
+/// the core's rules.
+fn parse_fingerprint(s: &str) -> Result<Vec<u8>, String> {
+    let tls = BrokerTls::from_hex(s).map_err(|e| e.to_string())?;
+    tls.pin().map(<[u8]>::to_vec).ok_or_else(|| "not a fingerprint".to_owned())
+}
+
+/// Broker TLS modes other than a pin are refused: the chip has no room for a CA chain
+/// verifier (README, "ESP32-C3 firmware").
+fn check_tls_mode(doc: &DocumentMut) -> Result<(), String> {
+    match doc.get("broker").and_then(|t| t.get("tls")) {
+        None => Ok(()),
+        Some(item) => match item.as_str() {
+            Some("off") => Ok(()),
+            Some("pin") => Ok(()),
+            Some("ca") => Err("[broker] tls = \"ca\": the ESP32-C3 firmware has no CA-chain \
+                 verification (it does not fit the flash budget); pin the broker's certificate \
+                 instead with tls_fingerprint = \"<40 or 64 hex digits>\" (print it with \
+                 `mqttmesh fingerprint <cert.pem>`)"
+                .into()),
+            _ => Err("[broker] tls must be \"off\" or \"pin\" (with tls_fingerprint)".into()),
+        },
+    }
 }
 
 fn main() {
@@ -87,9 +117,11 @@ fn main() {
     let doc: DocumentMut = text
         .parse()
         .unwrap_or_else(|e| fail(&format!("{} is not valid TOML: {e}", path.display())));
+    check_tls_mode(&doc).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
     let mut settings = read(&doc).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
     apply_overrides(&mut settings).unwrap_or_else(|e| fail(&e));
-    check(&settings).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    let port = check(&settings).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    settings.broker_port = Some(port);
     if path.ends_with("config.example.toml") {
         println!(
             "cargo:warning=building with config.example.toml: copy it to config.toml and set your networks and broker"
@@ -192,7 +224,16 @@ fn read(doc: &DocumentMut) -> Result<Settings, String> {
         mesh_port: ranged("mesh", "port", 1884, 65_535)? as u16,
         max_children: ranged("mesh", "max_children", 4, 255)? as u8,
         broker_host: string("broker", "host", None)?.unwrap_or_default(),
-        broker_port: ranged("broker", "port", 1883, 65_535)? as u16,
+        broker_port: match doc.get("broker").and_then(|t| t.get("port")) {
+            None => None,
+            Some(_) => Some(ranged("broker", "port", 0, 65_535)? as u16),
+        },
+        broker_fingerprint: match string("broker", "tls_fingerprint", None)? {
+            None => None,
+            Some(hex) => Some(
+                parse_fingerprint(&hex).map_err(|e| format!("[broker] tls_fingerprint: {e}"))?,
+            ),
+        },
         mqtt_username: string("broker", "username", None)?,
         mqtt_password: string("broker", "password", None)?,
         ota_public_key: string("ota", "public_key", None)?
@@ -230,15 +271,24 @@ fn apply_overrides(s: &mut Settings) -> Result<(), String> {
         s.broker_host = v;
     }
     if let Some(v) = var("MQTTMESH_BROKER_PORT") {
-        s.broker_port = v
-            .parse()
-            .map_err(|_| format!("MQTTMESH_BROKER_PORT={v:?} is not a port number"))?;
+        s.broker_port = Some(
+            v.parse()
+                .map_err(|_| format!("MQTTMESH_BROKER_PORT={v:?} is not a port number"))?,
+        );
     }
     if let Some(v) = var("MQTTMESH_MQTT_USERNAME") {
         s.mqtt_username = Some(v);
     }
     if let Some(v) = var("MQTTMESH_MQTT_PASSWORD") {
         s.mqtt_password = Some(v);
+    }
+    if let Some(v) = var("MQTTMESH_BROKER_FINGERPRINT") {
+        // Empty turns TLS off for this build.
+        s.broker_fingerprint = if v.trim().is_empty() {
+            None
+        } else {
+            Some(parse_fingerprint(&v).map_err(|e| format!("MQTTMESH_BROKER_FINGERPRINT: {e}"))?)
+        };
     }
     if let Some(v) = var("MQTTMESH_OTA_PUBLIC_KEY") {
         s.ota_public_key =
@@ -247,15 +297,21 @@ fn apply_overrides(s: &mut Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the same validation the node runs at start-up.
-fn check(s: &Settings) -> Result<(), String> {
+/// Runs the same validation the node runs at start-up; the broker port it settles on.
+fn check(s: &Settings) -> Result<u16, String> {
     let mut b = Config::builder()
         .firmware(s.firmware_id, &s.firmware_version)
         .mesh_password(&s.mesh_password)
         .mesh_ssid_base(&s.mesh_ssid_base)
-        .broker(&s.broker_host, s.broker_port)
         .mesh_port(s.mesh_port)
         .max_children(s.max_children);
+    b = match s.broker_port {
+        Some(port) => b.broker(&s.broker_host, port),
+        None => b.broker_host(&s.broker_host),
+    };
+    if let Some(pin) = &s.broker_fingerprint {
+        b = b.mqtt_fingerprint(pin);
+    }
     for n in &s.networks {
         b = match n.bssid {
             Some(bssid) => b.hidden_network(&n.ssid, Mac(bssid), &n.password),
@@ -271,7 +327,7 @@ fn check(s: &Settings) -> Result<(), String> {
     } else if s.mqtt_password.is_some() {
         return Err("[broker] password is set without a username".into());
     }
-    b.build().map(|_| ()).map_err(|e| e.to_string())
+    b.build().map(|c| c.broker_port).map_err(|e| e.to_string())
 }
 
 fn render(s: &Settings) -> String {
@@ -298,7 +354,24 @@ fn render(s: &Settings) -> String {
     let _ = writeln!(o, "pub const MESH_PORT: u16 = {};", s.mesh_port);
     let _ = writeln!(o, "pub const MAX_CHILDREN: u8 = {};", s.max_children);
     let _ = writeln!(o, "pub const BROKER_HOST: &str = {:?};", s.broker_host);
-    let _ = writeln!(o, "pub const BROKER_PORT: u16 = {};", s.broker_port);
+    let _ = writeln!(
+        o,
+        "pub const BROKER_PORT: u16 = {};",
+        s.broker_port.unwrap_or(mqttmesh_core::config::DEFAULT_MQTT_PORT)
+    );
+    let _ = writeln!(
+        o,
+        "/// The pinned SHA-1 (20) or SHA-256 (32) fingerprint of the broker's leaf \
+         certificate; Some turns TLS on."
+    );
+    let _ = writeln!(
+        o,
+        "pub const BROKER_FINGERPRINT: Option<&[u8]> = {};",
+        match &s.broker_fingerprint {
+            Some(p) => format!("Some(&{p:?})"),
+            None => "None".to_owned(),
+        }
+    );
     let _ = writeln!(
         o,
         "pub const MQTT_USERNAME: Option<&str> = {:?};",

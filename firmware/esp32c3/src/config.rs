@@ -22,6 +22,9 @@ pub fn node_config() -> Result<Config, ConfigError> {
             None => b.network(ssid, password),
         };
     }
+    if let Some(pin) = BROKER_FINGERPRINT {
+        b = b.mqtt_fingerprint(pin);
+    }
     if let Some(key) = OTA_PUBLIC_KEY {
         b = b.ota_public_key(key);
     }

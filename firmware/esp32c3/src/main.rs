@@ -18,6 +18,7 @@ mod mqtt;
 mod mqtt_codec;
 mod ota;
 mod shared;
+mod tls_pin;
 mod wifi;
 
 use core::fmt::Write as _;

@@ -73,7 +73,9 @@ fn parse_key(s: &str) -> Result<[u8; 32], String> {
 /// the core's rules.
 fn parse_fingerprint(s: &str) -> Result<Vec<u8>, String> {
     let tls = BrokerTls::from_hex(s).map_err(|e| e.to_string())?;
-    tls.pin().map(<[u8]>::to_vec).ok_or_else(|| "not a fingerprint".to_owned())
+    tls.pin()
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| "not a fingerprint".to_owned())
 }
 
 /// Broker TLS modes other than a pin are refused: the chip has no room for a CA chain
@@ -84,11 +86,13 @@ fn check_tls_mode(doc: &DocumentMut) -> Result<(), String> {
         Some(item) => match item.as_str() {
             Some("off") => Ok(()),
             Some("pin") => Ok(()),
-            Some("ca") => Err("[broker] tls = \"ca\": the ESP32-C3 firmware has no CA-chain \
+            Some("ca") => Err(
+                "[broker] tls = \"ca\": the ESP32-C3 firmware has no CA-chain \
                  verification (it does not fit the flash budget); pin the broker's certificate \
                  instead with tls_fingerprint = \"<40 or 64 hex digits>\" (print it with \
                  `mqttmesh fingerprint <cert.pem>`)"
-                .into()),
+                    .into(),
+            ),
             _ => Err("[broker] tls must be \"off\" or \"pin\" (with tls_fingerprint)".into()),
         },
     }
@@ -357,7 +361,8 @@ fn render(s: &Settings) -> String {
     let _ = writeln!(
         o,
         "pub const BROKER_PORT: u16 = {};",
-        s.broker_port.unwrap_or(mqttmesh_core::config::DEFAULT_MQTT_PORT)
+        s.broker_port
+            .unwrap_or(mqttmesh_core::config::DEFAULT_MQTT_PORT)
     );
     let _ = writeln!(
         o,

@@ -229,8 +229,7 @@ async fn mqtt_connect<T: Read + Write>(
     let Ok(len) = codec::connect(out, &connect) else {
         return false;
     };
-    if socket.write_all(&out[..len]).await.is_err() || (flush && socket.flush().await.is_err())
-    {
+    if socket.write_all(&out[..len]).await.is_err() || (flush && socket.flush().await.is_err()) {
         return false;
     }
     // CONNACK is 4 bytes; read until it is whole.
@@ -341,7 +340,11 @@ async fn connect_and_run<T: Read + Write>(
         "mqtt: connected to {}:{}{}",
         config::BROKER_HOST,
         config::BROKER_PORT,
-        if config::BROKER_FINGERPRINT.is_some() { " (TLS, pinned)" } else { "" }
+        if config::BROKER_FINGERPRINT.is_some() {
+            " (TLS, pinned)"
+        } else {
+            ""
+        }
     );
     with_node(|node, now| node.handle_mqtt_connected(now));
     run(&mut session, inbuf).await;
@@ -355,8 +358,16 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
     let mut out = [0u8; MAX_PACKET];
     let mut inbuf = [0u8; MAX_PACKET];
     // Sized only when the build pins a broker certificate; zero-length otherwise.
-    let mut tls_read = [0u8; if config::BROKER_FINGERPRINT.is_some() { TLS_READ_BUF } else { 0 }];
-    let mut tls_write = [0u8; if config::BROKER_FINGERPRINT.is_some() { TLS_WRITE_BUF } else { 0 }];
+    let mut tls_read = [0u8; if config::BROKER_FINGERPRINT.is_some() {
+        TLS_READ_BUF
+    } else {
+        0
+    }];
+    let mut tls_write = [0u8; if config::BROKER_FINGERPRINT.is_some() {
+        TLS_WRITE_BUF
+    } else {
+        0
+    }];
     loop {
         let (client_id, will_topic) = match MQTT_CMD.receive().await {
             MqttCmd::Connect {
@@ -375,7 +386,13 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
             match config::BROKER_FINGERPRINT {
                 None => {
                     let (s, c) = connect_and_run(
-                        socket, false, &mut out, &mut inbuf, &client_id, &will_topic, keep_alive,
+                        socket,
+                        false,
+                        &mut out,
+                        &mut inbuf,
+                        &client_id,
+                        &will_topic,
+                        keep_alive,
                     )
                     .await;
                     socket = s;
@@ -386,7 +403,13 @@ pub async fn mqtt_task(stack: Stack<'static>, keep_alive: Duration) {
                     tls.set_flush_policy(FlushPolicy::Relaxed);
                     if open_tls(&mut tls, pin).await {
                         let (t, c) = connect_and_run(
-                            tls, true, &mut out, &mut inbuf, &client_id, &will_topic, keep_alive,
+                            tls,
+                            true,
+                            &mut out,
+                            &mut inbuf,
+                            &client_id,
+                            &will_topic,
+                            keep_alive,
                         )
                         .await;
                         tls = t;

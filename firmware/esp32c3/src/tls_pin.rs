@@ -10,12 +10,16 @@
 
 use embedded_tls::{
     Aes128GcmSha256, CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider,
-    CryptoRngCore, SignatureScheme, TlsError, TlsVerifier,
+    CryptoRngCore, Sha256, SignatureScheme, TlsError, TlsVerifier,
 };
+// digest 0.10, the one embedded-tls's SHA-256 implements (named through p256 so that the
+// host test, whose `sha2` is another version, compiles this file unchanged).
 use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::signature::digest::Digest as _;
 use p256::ecdsa::{Signature, VerifyingKey};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
+// The same trait on the chip; the host test's sha1 implements a newer digest.
+#[allow(unused_imports)]
+use sha1::{Digest as _, Sha1};
 
 /// Bytes of an uncompressed SEC1 P-256 point (0x04 || x || y).
 pub const P256_POINT_LEN: usize = 65;
@@ -43,7 +47,9 @@ fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, rest) = d.split_at_checked(n)?;
         d = rest;
-        bytes.iter().fold(0usize, |acc, &b| acc << 8 | usize::from(b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | usize::from(b))
     };
     let (body, rest) = d.split_at_checked(len)?;
     Some((tag, body, rest))
@@ -92,7 +98,7 @@ pub fn leaf_p256_key(der: &[u8]) -> Option<[u8; P256_POINT_LEN]> {
 
 /// What the server signs in TLS 1.3 (RFC 8446 §4.4.3): 64 spaces, the context string,
 /// a zero byte, then the transcript hash.
-fn signed_content(transcript: &[u8; 32]) -> [u8; 130] {
+pub fn signed_content(transcript: &[u8; 32]) -> [u8; 130] {
     const CONTEXT: &[u8; 34] = b"TLS 1.3, server CertificateVerify\x00";
     let mut m = [0x20u8; 130];
     m[64..98].copy_from_slice(CONTEXT);
@@ -102,9 +108,15 @@ fn signed_content(transcript: &[u8; 32]) -> [u8; 130] {
 
 /// Whether `der_sig` is an ECDSA P-256/SHA-256 signature of the TLS 1.3 server
 /// CertificateVerify content for `transcript` by `key`.
-pub fn certificate_verify_ok(key: &[u8; P256_POINT_LEN], transcript: &[u8; 32], der_sig: &[u8]) -> bool {
-    let (Ok(key), Ok(sig)) = (VerifyingKey::from_sec1_bytes(key), Signature::from_der(der_sig))
-    else {
+pub fn certificate_verify_ok(
+    key: &[u8; P256_POINT_LEN],
+    transcript: &[u8; 32],
+    der_sig: &[u8],
+) -> bool {
+    let (Ok(key), Ok(sig)) = (
+        VerifyingKey::from_sec1_bytes(key),
+        Signature::from_der(der_sig),
+    ) else {
         return false;
     };
     key.verify(&signed_content(transcript), &sig).is_ok()
@@ -159,7 +171,11 @@ impl TlsVerifier<Aes128GcmSha256> for PinVerifier<'_> {
         Ok(())
     }
 
-    fn verify_certificate(&mut self, transcript: &Sha256, cert: CertificateRef) -> Result<(), TlsError> {
+    fn verify_certificate(
+        &mut self,
+        transcript: &Sha256,
+        cert: CertificateRef,
+    ) -> Result<(), TlsError> {
         let Some(CertificateEntryRef::X509(leaf)) = cert.entries.first() else {
             return Err(self.fail(PinFailure::NoCertificate));
         };

@@ -85,12 +85,24 @@ fn check_tls_mode(doc: &DocumentMut) -> Result<(), String> {
         None => Ok(()),
         Some(item) => match item.as_str() {
             Some("off") => Ok(()),
-            Some("pin") => Ok(()),
+            Some("pin") => {
+                let in_file = doc.get("broker").and_then(|t| t.get("tls_fingerprint"));
+                let in_env =
+                    env::var("MQTTMESH_BROKER_FINGERPRINT").is_ok_and(|v| !v.trim().is_empty());
+                if in_file.is_some() || in_env {
+                    Ok(())
+                } else {
+                    Err("[broker] tls = \"pin\" needs tls_fingerprint (or \
+                         MQTTMESH_BROKER_FINGERPRINT): `mqttmesh fingerprint --host <broker>` \
+                         prints it"
+                        .into())
+                }
+            }
             Some("ca") => Err(
                 "[broker] tls = \"ca\": the ESP32-C3 firmware has no CA-chain \
                  verification (it does not fit the flash budget); pin the broker's certificate \
-                 instead with tls_fingerprint = \"<40 or 64 hex digits>\" (print it with \
-                 `mqttmesh fingerprint <cert.pem>`)"
+                 instead with tls_fingerprint = \"<40 or 64 hex digits>\" \
+                 (`mqttmesh fingerprint --host <broker>` prints it)"
                     .into(),
             ),
             _ => Err("[broker] tls must be \"off\" or \"pin\" (with tls_fingerprint)".into()),

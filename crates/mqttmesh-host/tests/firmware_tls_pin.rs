@@ -25,6 +25,7 @@ use mqtt_codec::{self as codec, Connect, Incoming};
 use mqttmesh_host::mosquitto::{Mosquitto, Secure, TlsListener};
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{DerSignature, SigningKey};
+use p256::pkcs8::DecodePrivateKey as _;
 use rand_core::OsRng;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use sha2::Digest as _;
@@ -88,13 +89,23 @@ fn open<'a>(
         verifier: PinVerifier::new(pin),
     };
     match tls.open(TlsContext::new(&config, &mut provider)) {
-        Ok(()) => Ok(tls),
+        Ok(()) => {
+            assert!(
+                provider.verifier.proved,
+                "the handshake finished without the CertificateVerify check"
+            );
+            Ok(tls)
+        }
         Err(e) => Err((e, provider.verifier.failure)),
     }
 }
 
 /// Reads one whole MQTT packet and hands it to `f`.
-fn next_packet<T>(tls: &mut Tls<'_>, buf: &mut Vec<u8>, f: impl Fn(Incoming<'_>) -> Option<T>) -> T {
+fn next_packet<T>(
+    tls: &mut Tls<'_>,
+    buf: &mut Vec<u8>,
+    f: impl Fn(Incoming<'_>) -> Option<T>,
+) -> T {
     let mut chunk = [0u8; MAX_PACKET];
     loop {
         while let Some(len) = codec::frame_len(buf, MAX_PACKET).expect("well-formed frame") {
@@ -104,7 +115,9 @@ fn next_packet<T>(tls: &mut Tls<'_>, buf: &mut Vec<u8>, f: impl Fn(Incoming<'_>)
             }
         }
         // Blocks at most WAIT (the socket's read timeout): an error fails the test.
-        let n = tls.read(&mut chunk).expect("a TLS read within the deadline");
+        let n = tls
+            .read(&mut chunk)
+            .expect("a TLS read within the deadline");
         assert!(n > 0, "the broker closed the TLS session");
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -157,7 +170,9 @@ fn mqtt_round_trip(tls: &mut Tls<'_>, client_id: &str) {
     next_packet(tls, &mut buf, |p| {
         match p {
             Incoming::PubAck { id: 2 } => acked.set(true),
-            Incoming::Publish { topic: t, payload, .. } if t == topic => {
+            Incoming::Publish {
+                topic: t, payload, ..
+            } if t == topic => {
                 assert_eq!(payload, b"over tls");
                 echoed.set(true);
             }
@@ -229,12 +244,28 @@ fn certificate_verify_needs_the_pinned_key() {
     let signer = SigningKey::from_pkcs8_der(&leaf.key.serialize_der()).expect("PKCS#8 key");
     let transcript = [7u8; 32];
     let sig: DerSignature = signer.sign(&tls_pin::signed_content(&transcript));
-    assert!(tls_pin::certificate_verify_ok(&key, &transcript, sig.as_bytes()));
-    assert!(!tls_pin::certificate_verify_ok(&key, &[8u8; 32], sig.as_bytes()));
+    assert!(tls_pin::certificate_verify_ok(
+        &key,
+        &transcript,
+        sig.as_bytes()
+    ));
+    assert!(!tls_pin::certificate_verify_ok(
+        &key,
+        &[8u8; 32],
+        sig.as_bytes()
+    ));
     let forger = SigningKey::random(&mut OsRng);
     let forged: DerSignature = forger.sign(&tls_pin::signed_content(&transcript));
-    assert!(!tls_pin::certificate_verify_ok(&key, &transcript, forged.as_bytes()));
-    assert!(!tls_pin::certificate_verify_ok(&key, &transcript, b"\x30\x00"));
+    assert!(!tls_pin::certificate_verify_ok(
+        &key,
+        &transcript,
+        forged.as_bytes()
+    ));
+    assert!(!tls_pin::certificate_verify_ok(
+        &key,
+        &transcript,
+        b"\x30\x00"
+    ));
 
     // Pins: by length, SHA-1 or SHA-256; any other length never matches.
     let sha256: [u8; 32] = sha2::Sha256::digest(&leaf.der).into();
@@ -258,7 +289,12 @@ fn hostile_certificates_never_panic() {
         let _ = tls_pin::leaf_p256_key(&der);
     }
     // Long-form lengths past the input, zero-length long form, empty input.
-    for der in [&b"\x30\x83\xff\xff\xff"[..], b"\x30\x80", b"\x30\x84\x00\x00\x00\x01", b""] {
+    for der in [
+        &b"\x30\x83\xff\xff\xff"[..],
+        b"\x30\x80",
+        b"\x30\x84\x00\x00\x00\x01",
+        b"",
+    ] {
         assert_eq!(tls_pin::leaf_p256_key(der), None);
     }
     // An RSA-shaped or Ed25519 key is not P-256.

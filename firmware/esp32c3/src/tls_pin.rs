@@ -144,6 +144,8 @@ pub struct PinVerifier<'p> {
     transcript: Option<[u8; 32]>,
     /// Set when a check fails, for the caller's log.
     pub failure: Option<PinFailure>,
+    /// Set when the CertificateVerify signature verified.
+    pub proved: bool,
 }
 
 impl<'p> PinVerifier<'p> {
@@ -154,6 +156,7 @@ impl<'p> PinVerifier<'p> {
             key: None,
             transcript: None,
             failure: None,
+            proved: false,
         }
     }
 
@@ -200,6 +203,7 @@ impl TlsVerifier<Aes128GcmSha256> for PinVerifier<'_> {
         if !certificate_verify_ok(&key, &transcript, verify.signature) {
             return Err(self.fail(PinFailure::BadSignature));
         }
+        self.proved = true;
         Ok(())
     }
 }

@@ -13,9 +13,13 @@ use embedded_tls::{
     CryptoRngCore, Sha256, SignatureScheme, TlsError, TlsVerifier,
 };
 // digest 0.10, the one embedded-tls's SHA-256 implements (named through p256 so that the
-// host test, whose `sha2` is another version, compiles this file unchanged).
-use p256::ecdsa::signature::Verifier as _;
+// host test, whose `sha2` is another version, compiles this file unchanged). Kept in
+// groups of one: the two rustfmt style editions (firmware 2024, host 2021) sort
+// `digest` and `Verifier` differently.
 use p256::ecdsa::signature::digest::Digest as _;
+
+use p256::ecdsa::signature::Verifier as _;
+
 use p256::ecdsa::{Signature, VerifyingKey};
 // The same trait on the chip; the host test's sha1 implements a newer digest.
 #[allow(unused_imports)]

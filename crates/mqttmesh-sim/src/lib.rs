@@ -4,8 +4,10 @@
 
 mod events;
 mod exec;
+mod invariants;
 mod inspect;
 mod links;
+mod neighbours;
 mod station;
 mod world;
 
@@ -14,6 +16,7 @@ pub mod radio;
 
 pub use broker::{Broker, Publication};
 pub use events::SimTiming;
+pub use invariants::{Violation, SWEEP};
 pub use inspect::ROUTER_PARENT;
 pub use links::ProbeId;
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};

@@ -67,7 +67,7 @@ impl World {
         let now = self.now;
         let answer = match result {
             Ok(assoc) => {
-                self.nodes[idx].assoc = Some(assoc);
+                self.set_assoc(idx, Some(assoc));
                 Ok(self.address(idx, assoc))
             }
             Err(e) => {
@@ -81,8 +81,11 @@ impl World {
 
     /// Nodes associated with node `ap`'s access point.
     pub fn stations(&self, ap: NodeIdx) -> Vec<NodeIdx> {
-        (0..self.nodes.len())
-            .filter(|&j| self.nodes[j].alive && self.nodes[j].assoc == Some(Assoc::Ap(ap)))
+        self.nodes[ap]
+            .stations
+            .iter()
+            .copied()
+            .filter(|&j| self.nodes[j].alive)
             .collect()
     }
 
@@ -92,6 +95,7 @@ impl World {
         if silent {
             self.break_links(idx);
         }
+        self.set_assoc(idx, None);
         let slot = &mut self.nodes[idx];
         slot.alive = false;
         slot.incarnation += 1;
@@ -99,7 +103,8 @@ impl World {
         slot.mqtt_epoch += 1;
         slot.pending_mqtt = None;
         slot.timer = None;
-        slot.assoc = None;
+        self.alive_count -= 1;
+        self.update_online(idx);
         self.close_all_links(idx, false);
         self.close_ap(idx);
         self.drop_session(idx);
@@ -114,6 +119,7 @@ impl World {
         slot.node = Node::new(config, chip_id, seed, reason, self.now);
         slot.alive = true;
         slot.last_timeout = None;
+        self.alive_count += 1;
         self.drain(idx);
     }
 
@@ -161,7 +167,7 @@ impl World {
             if self.nodes[idx].assoc != Some(Assoc::Router) {
                 continue;
             }
-            self.nodes[idx].assoc = None;
+            self.set_assoc(idx, None);
             if self.broker.session(idx).is_some() {
                 self.drop_session(idx);
                 let inc = self.nodes[idx].incarnation;
@@ -196,7 +202,7 @@ impl World {
                 });
             }
         }
-        for j in 0..self.nodes.len() {
+        for j in self.candidates(idx) {
             let Some(ap) = self.nodes[j].ap.filter(|_| self.nodes[j].alive && j != idx) else {
                 continue;
             };

@@ -53,6 +53,9 @@ fn wait_for(w: &mut World, within: u64, what: &str, cond: impl FnMut(&World) -> 
             w.report(LOG_LINES)
         );
     }
+    if let Some(v) = w.violations().first() {
+        panic!("{v} (waiting for {what})\n{}", w.report(LOG_LINES));
+    }
 }
 
 /// Asserts `cond`, printing the world report otherwise.

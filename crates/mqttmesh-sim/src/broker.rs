@@ -120,6 +120,16 @@ impl Broker {
         targets
     }
 
+    /// Ends every session without wills (the broker died); returns their nodes.
+    pub(crate) fn close_all(&mut self) -> Vec<NodeIdx> {
+        std::mem::take(&mut self.sessions).into_keys().collect()
+    }
+
+    /// Forgets every retained message (a restart without persistence).
+    pub(crate) fn clear_retained(&mut self) {
+        self.retained.clear();
+    }
+
     /// `node`'s session, if it has one.
     pub fn session(&self, node: NodeIdx) -> Option<&Session> {
         self.sessions.get(&node)

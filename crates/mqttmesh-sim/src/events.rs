@@ -114,6 +114,11 @@ pub(crate) enum Ev {
         to: usize,
     },
     BrokerIn(Publication),
+    AppTick {
+        node: NodeIdx,
+        inc: u64,
+    },
+    BrokerUp,
     MqttDeliver {
         node: NodeIdx,
         session: u64,
@@ -264,6 +269,8 @@ impl World {
             Ev::Data { conn, to, bytes } => self.on_data(conn, to, bytes),
             Ev::Closed { conn, to } => self.on_closed(conn, to),
             Ev::BrokerIn(publication) => self.on_broker_in(publication),
+            Ev::AppTick { node, inc } => self.on_app_tick(node, inc),
+            Ev::BrokerUp => self.broker_up = true,
             Ev::MqttDeliver {
                 node,
                 session,
@@ -287,7 +294,14 @@ impl World {
     }
 
     fn on_broker_in(&mut self, mut publication: Publication) {
+        if !self.broker_up {
+            self.dropped += 1;
+            return;
+        }
         publication.at = self.now;
+        if publication.from.is_some() && self.app.is_some() {
+            self.observe(&publication.topic, &publication.payload);
+        }
         let topic = publication.topic.clone();
         let payload = publication.payload.clone();
         for (node, session) in self.broker.publish(publication) {
@@ -309,7 +323,9 @@ impl World {
         }
         let pending = slot.pending_mqtt.take();
         match pending {
-            Some((client_id, will)) if slot.assoc == Some(Assoc::Router) && self.router_up => {
+            Some((client_id, will))
+                if slot.assoc == Some(Assoc::Router) && self.router_up && self.broker_up =>
+            {
                 self.broker.open(idx, &client_id, &will);
                 self.nodes[idx].node.handle_mqtt_connected(now);
             }

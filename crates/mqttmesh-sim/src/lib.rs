@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod app;
 mod events;
+mod faults;
 mod exec;
 mod invariants;
 mod inspect;
@@ -14,6 +16,7 @@ mod world;
 pub mod broker;
 pub mod radio;
 
+pub use app::{MessageStats, COUNTER};
 pub use broker::{Broker, Publication};
 pub use events::SimTiming;
 pub use invariants::{Violation, SWEEP};

@@ -9,7 +9,7 @@ use mqttmesh_core::Mac;
 
 use crate::events::Ev;
 use crate::radio::{Endpoint, NodeIdx};
-use crate::world::{Assoc, World, ROUTER_BSSID, ROUTER_SSID};
+use crate::world::{Assoc, World, ROUTER_BSSID};
 
 impl World {
     /// What associating node `idx` with `bssid` using `password` would give now:
@@ -121,6 +121,7 @@ impl World {
         slot.last_timeout = None;
         self.alive_count += 1;
         self.drain(idx);
+        self.schedule_app_tick(idx);
     }
 
     /// Pulls node `idx`'s plug: its peers see its links close, the broker publishes its
@@ -191,7 +192,7 @@ impl World {
         if self.router_up {
             if let Some(rssi) = self.audible(me, Endpoint::Router) {
                 let mut ssid = heapless::String::new();
-                let _ = ssid.push_str(ROUTER_SSID);
+                let _ = ssid.push_str(&self.router_ssid);
                 out.push(ScanEntry {
                     bssid: ROUTER_BSSID,
                     ssid,

@@ -100,6 +100,7 @@ pub struct World {
     pub(crate) rssi_noise: u8,
     pub(crate) router_up: bool,
     pub(crate) router_password: String,
+    pub(crate) router_ssid: String,
     pub(crate) enforce_capacity: bool,
     pub(crate) timing: SimTiming,
     pub(crate) broker: Broker,
@@ -124,6 +125,8 @@ pub struct World {
     pub(crate) violation_count: u64,
     pub(crate) grace: Option<mqttmesh_core::Duration>,
     pub(crate) next_sweep: Instant,
+    pub(crate) app: Option<crate::app::App>,
+    pub(crate) broker_up: bool,
 }
 
 impl World {
@@ -162,6 +165,7 @@ impl World {
             rssi_noise: 0,
             router_up: true,
             router_password: ROUTER_PASSWORD.to_owned(),
+            router_ssid: ROUTER_SSID.to_owned(),
             enforce_capacity: true,
             timing: SimTiming::default(),
             broker: Broker::default(),
@@ -180,6 +184,8 @@ impl World {
             violation_count: 0,
             grace: None,
             next_sweep: Instant::ZERO,
+            app: None,
+            broker_up: true,
         }
     }
 
@@ -254,6 +260,7 @@ impl World {
         });
         self.alive_count += 1;
         self.drain(idx);
+        self.schedule_app_tick(idx);
         idx
     }
 
@@ -302,6 +309,18 @@ impl World {
     /// The router's WPA2 password (default `routerpass`).
     pub fn set_router_password(&mut self, password: &str) {
         self.router_password = password.to_owned();
+    }
+
+    /// The router's SSID (default `router`).
+    pub fn set_router_ssid(&mut self, ssid: &str) {
+        ssid.clone_into(&mut self.router_ssid);
+    }
+
+    /// Where the router stands (positional radio only; default the origin).
+    pub fn set_router_position(&mut self, pos: Pos) {
+        if let Radio::Positions { router, .. } = &mut self.radio {
+            *router = pos;
+        }
     }
 
     /// Changes what station `idx` is associated with, keeping the APs' station sets.

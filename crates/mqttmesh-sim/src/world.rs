@@ -223,6 +223,13 @@ impl World {
         self.add_node(config)
     }
 
+    /// Adds a node at `pos` (positional radio) with an explicit chip ID, powered on now.
+    pub fn add_node_at_with_chip(&mut self, config: Config, pos: Pos, chip_id: u32) -> NodeIdx {
+        let idx = self.nodes.len();
+        self.radio.place(idx, pos);
+        self.add_node_with_chip(config, chip_id)
+    }
+
     /// Adds a node with an explicit chip ID, powered on now.
     pub fn add_node_with_chip(&mut self, config: Config, chip_id: u32) -> NodeIdx {
         let idx = self.nodes.len();

@@ -22,6 +22,53 @@ use serde::Serialize;
 
 use crate::nodeflags::NodeFlags;
 
+mod faults;
+mod virtual_time;
+
+/// Flags of the virtual-time simulator and of fault injection.
+#[derive(Debug, Args)]
+pub struct VirtualFlags {
+    /// Run on the virtual-time simulator instead of sockets: same flags and report, no
+    /// broker needed (--broker is ignored), thousands of nodes, and the same --seed gives
+    /// the same report byte for byte. Times are simulated; invariants (no parent loop,
+    /// AP open only with a path to the broker, depth and children within limits) are
+    /// checked throughout and violations printed with the seed (exit code 3).
+    #[arg(long = "virtual")]
+    pub virtual_time: bool,
+    /// Inject a fault: `at=<time> <kind> [key=value]...` (repeatable). Kinds:
+    /// `crash node=<N|relay> [for=<time>]`, `restart node=<N|relay>`,
+    /// `cut node=<N|relay>` (its parent link), `router-down for=<time>`,
+    /// `broker-restart [for=<time>]`, `loss p=<0..1> [for=<time>]`,
+    /// `latency ms=<ms> [for=<time>]`, `move node=<N|relay> x=<m> y=<m>`; times like
+    /// 30s, 500ms, 2m. The report gives each fault's heal time, messages lost and
+    /// duplicates.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// A scenario file: one --fault spec per line, `#` comments.
+    #[arg(long = "faults", value_name = "FILE")]
+    pub faults_file: Option<PathBuf>,
+}
+
+/// What only a virtual-time run reports.
+#[derive(Debug, Serialize)]
+struct VirtualStats {
+    simulated_ms: u64,
+    events: u64,
+    resent_frames: u64,
+    messages_lost: u64,
+    invariant_violations: u64,
+    first_violations: Vec<String>,
+}
+
+/// Report fields beyond the basic run.
+#[derive(Debug, Serialize, Default)]
+struct Extra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    simulator: Option<VirtualStats>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    faults: Vec<faults::FaultReport>,
+}
+
 /// Radio and timer profile.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Profile {
@@ -85,6 +132,8 @@ pub struct SimArgs {
     publish_interval: f64,
     #[command(flatten)]
     node: NodeFlags,
+    #[command(flatten)]
+    sim: VirtualFlags,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,12 +157,18 @@ struct Report {
     rejected_joins: u64,
     malformed: u64,
     node_list: Vec<NodeRow>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 /// Runs the simulation.
 pub async fn run(args: SimArgs) -> Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    let faults = faults::load(&args.sim.faults, args.sim.faults_file.as_deref())?;
+    if args.sim.virtual_time {
+        return virtual_time::run(&args, &faults);
     }
     let placement = placement(&args)?;
     let (broker, _embedded) = broker(&args.broker)?;
@@ -269,7 +324,19 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
         node_list: rows,
+        extra: Extra::default(),
     };
+    finish(&report, &args)?;
+    mesh.shutdown();
+    Ok(if report.online == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Prints the tree and the summary line, and writes the JSON report if asked.
+fn finish(report: &Report, args: &SimArgs) -> Result<()> {
     println!("{}", render_tree(&report.node_list));
     println!(
         "nodes {}  online {}  formation {}  max depth {}  published {}  delivered {}  duplicates {}",
@@ -287,12 +354,17 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    mesh.shutdown();
-    Ok(if report.online == n {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    for f in &report.extra.faults {
+        println!(
+            "fault {:?}: heal {}  peak offline {}  lost {}  duplicates {}",
+            f.fault,
+            f.heal_ms.map_or("not reached".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            f.offline_peak,
+            f.messages_lost,
+            f.duplicates
+        );
+    }
+    Ok(())
 }
 
 fn placement(args: &SimArgs) -> Result<Placement> {

@@ -1,0 +1,464 @@
+//! `mqttmesh sim --virtual`: the same run on the virtual-time simulator
+//! (`mqttmesh-sim`'s `World`) instead of sockets: same flags, same report, any number of
+//! nodes, and the same seed gives the same report byte for byte. Progress is printed in
+//! simulated time; invariant violations are printed with the seed.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use mqttmesh_core::config::Timing as NodeTiming;
+use mqttmesh_core::node::Parent;
+use mqttmesh_core::{Config, Instant};
+use mqttmesh_host::mesh::{chip_ids, NodeRow};
+use mqttmesh_host::radio::Placement;
+use mqttmesh_sim::{Pos, SimTiming, World, ROUTER, ROUTER_PARENT};
+
+use super::faults::{pick, Fault, FaultReport, Kind, Target};
+use super::{Extra, Messages, Profile, Report, SimArgs, VirtualStats};
+
+/// Simulated time between progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Simulated time given to messages in flight before counting.
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn instant(d: Duration) -> Instant {
+    // Cannot matter: runs are far shorter than 2^64 ms.
+    Instant::from_millis(d.as_millis() as u64)
+}
+
+fn core_duration(d: Duration) -> mqttmesh_core::Duration {
+    mqttmesh_core::Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Builds the world of `placement`, with the host sim's chip IDs.
+fn build(placement: &Placement, config: &Config, seed: u64, timing: SimTiming) -> World {
+    let n = placement.len();
+    let chips = chip_ids(n, seed);
+    let mut world = match placement {
+        Placement::Positions { router, nodes } => {
+            let mut w = World::new(seed);
+            w.set_router_position(Pos::new(router.0, router.1));
+            w.set_timing(timing);
+            for (i, p) in nodes.iter().enumerate() {
+                w.add_node_at_with_chip(config.clone(), Pos::new(p.0, p.1), chips[i]);
+            }
+            return finish(w, config);
+        }
+        Placement::Graph {
+            router, edges, ..
+        } => {
+            let mut w = World::graph(seed);
+            for &(node, rssi) in router {
+                w.set_rssi(ROUTER, node, Some(rssi));
+            }
+            for &(a, b, rssi) in edges {
+                w.set_rssi(a, b, Some(rssi));
+            }
+            w
+        }
+    };
+    world.set_timing(timing);
+    for chip in chips {
+        world.add_node_with_chip(config.clone(), chip);
+    }
+    finish(world, config)
+}
+
+fn finish(mut world: World, config: &Config) -> World {
+    if let Some(net) = config.networks.first() {
+        world.set_router_ssid(net.ssid.as_str());
+        world.set_router_password(net.password.as_str());
+    }
+    world
+}
+
+/// A fault under way or healing.
+struct Pending {
+    index: usize,
+    node: Option<String>,
+    start: Instant,
+    end: Instant,
+    ended: bool,
+    reach: Vec<bool>,
+    reach_count: usize,
+    healed: Option<Instant>,
+    offline_peak: usize,
+    undo: Undo,
+}
+
+enum Undo {
+    Nothing,
+    Revive(usize),
+    RouterUp,
+    BrokerStart,
+    Timing(SimTiming),
+}
+
+fn rows(world: &World) -> Vec<NodeRow> {
+    (0..world.len())
+        .map(|i| {
+            let node = world.node(i);
+            let alive = world.is_alive(i);
+            let online = alive && node.connected();
+            NodeRow {
+                id: world.id(i),
+                parent: match node.parent() {
+                    _ if !online => None,
+                    Parent::Router { .. } => Some(ROUTER_PARENT.to_owned()),
+                    Parent::Node { id, .. } => Some(id.as_str().to_owned()),
+                    Parent::None => None,
+                },
+                depth: if online { node.depth() } else { None },
+                online,
+                chip_id: format!("{:06X}", node.chip_id()),
+                alive,
+                children: if online {
+                    node.children().map(|c| c.as_str().to_owned()).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+fn histogram(world: &World) -> BTreeMap<u8, usize> {
+    let mut h = BTreeMap::new();
+    for i in 0..world.len() {
+        if world.is_alive(i) {
+            if let Some(d) = world.node(i).depth() {
+                *h.entry(d).or_default() += 1;
+            }
+        }
+    }
+    h
+}
+
+fn target(world: &World, t: Target, seed: u64, salt: u64) -> Option<usize> {
+    match t {
+        Target::Index(i) => Some(i),
+        Target::Relay => {
+            let relays: Vec<usize> = (0..world.len())
+                .filter(|&i| world.is_alive(i) && world.node(i).connected())
+                .filter(|&i| world.node(i).children().next().is_some())
+                .collect();
+            (!relays.is_empty()).then(|| relays[pick(seed, salt, relays.len())])
+        }
+    }
+}
+
+/// Carries out fault `index`; what undoes it at its end.
+fn inject(world: &mut World, fault: &Fault, index: usize, seed: u64) -> (Option<usize>, Undo) {
+    let salt = index as u64 + 1;
+    match fault.kind {
+        Kind::Crash(t) => match target(world, t, seed, salt) {
+            Some(i) => {
+                world.crash(i);
+                let undo = if fault.duration.is_some() {
+                    Undo::Revive(i)
+                } else {
+                    Undo::Nothing
+                };
+                (Some(i), undo)
+            }
+            None => (None, Undo::Nothing),
+        },
+        Kind::Restart(t) => {
+            let i = target(world, t, seed, salt);
+            if let Some(i) = i {
+                world.restart(i, "Restart");
+            }
+            (i, Undo::Nothing)
+        }
+        Kind::Cut(t) => {
+            let i = target(world, t, seed, salt);
+            if let Some(i) = i {
+                if let Parent::Node { id, .. } = world.node(i).parent() {
+                    if let Some(p) = world.find(id.as_str()) {
+                        world.cut_link(p, i);
+                    }
+                }
+            }
+            (i, Undo::Nothing)
+        }
+        Kind::RouterDown => {
+            world.router_down();
+            (None, Undo::RouterUp)
+        }
+        Kind::BrokerRestart => {
+            world.broker_stop(false);
+            (None, Undo::BrokerStart)
+        }
+        Kind::Loss(p) => {
+            let old = world.timing();
+            // Cannot truncate: p is below 1.
+            let ppm = (p * 1_000_000.0).round() as u32;
+            world.set_timing(SimTiming {
+                loss_ppm: ppm,
+                ..old
+            });
+            (None, undo_timing(fault, old))
+        }
+        Kind::Latency(d) => {
+            let old = world.timing();
+            world.set_timing(SimTiming {
+                hop_latency: core_duration(d),
+                ..old
+            });
+            (None, undo_timing(fault, old))
+        }
+        Kind::Move(t, x, y) => {
+            let i = target(world, t, seed, salt);
+            if let Some(i) = i {
+                world.move_node(i, Pos::new(x, y));
+            }
+            (i, Undo::Nothing)
+        }
+    }
+}
+
+fn undo_timing(fault: &Fault, old: SimTiming) -> Undo {
+    if fault.duration.is_some() {
+        Undo::Timing(old)
+    } else {
+        Undo::Nothing
+    }
+}
+
+fn undo(world: &mut World, undo: &Undo) {
+    match undo {
+        Undo::Nothing => {}
+        Undo::Revive(i) => world.revive(*i),
+        Undo::RouterUp => world.router_up(),
+        Undo::BrokerStart => world.broker_start(),
+        Undo::Timing(t) => world.set_timing(*t),
+    }
+}
+
+fn healed(world: &World, p: &Pending) -> bool {
+    p.ended && world.online_count() >= p.reach_count && world.all_online_of(&p.reach)
+}
+
+/// Runs the simulation in virtual time.
+pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
+    let placement = super::placement(args)?;
+    let n = placement.len();
+    for f in faults {
+        let idx = match f.kind {
+            Kind::Crash(Target::Index(i))
+            | Kind::Restart(Target::Index(i))
+            | Kind::Cut(Target::Index(i))
+            | Kind::Move(Target::Index(i), ..) => Some(i),
+            _ => None,
+        };
+        if let Some(i) = idx.filter(|&i| i >= n) {
+            bail!("--fault {:?}: node {i} does not exist (nodes are 0..{n})", f.spec);
+        }
+        if matches!(f.kind, Kind::Move(..)) && matches!(placement, Placement::Graph { .. }) {
+            bail!("--fault {:?}: move needs a positional topology (line, grid, random or a positions file)", f.spec);
+        }
+    }
+    let (mut timing, node_timing) = match args.profile {
+        Profile::Realistic => (SimTiming::realistic(), NodeTiming::default()),
+        Profile::Fast => (SimTiming::fast(), NodeTiming::fast()),
+    };
+    if !(0.0..1.0).contains(&args.loss) {
+        bail!("--loss {} must be at least 0 and below 1", args.loss);
+    }
+    // Cannot truncate: loss is below 1.
+    timing.loss_ppm = (args.loss * 1_000_000.0).round() as u32;
+    if let Some(kbps) = args.bandwidth {
+        timing.bandwidth_bps = kbps.saturating_mul(1000);
+    }
+    let config = args.node.config("127.0.0.1", 1883, node_timing)?;
+    let wall = std::time::Instant::now();
+    let mut world = build(&placement, &config, args.seed, timing);
+    let interval = Duration::from_secs_f64(args.publish_interval.max(0.0));
+    if !interval.is_zero() {
+        world.start_app(core_duration(interval));
+    }
+    eprintln!(
+        "mqttmesh sim --virtual: {n} nodes, topology {}, seed {}, {} fault(s)",
+        args.topology,
+        args.seed,
+        faults.len()
+    );
+
+    let formation_timeout = Duration::from_secs(args.formation_timeout);
+    let last_end = faults.iter().map(Fault::end).max();
+    let stop = instant(match (args.duration, last_end) {
+        (Some(d), _) => Duration::from_secs(d),
+        (None, Some(end)) => end.max(formation_timeout) + formation_timeout,
+        (None, None) => formation_timeout,
+    });
+    let mut formation: Option<Instant> = None;
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut next_fault = 0;
+    let mut next_progress = instant(PROGRESS_EVERY);
+    loop {
+        let mut checkpoint = stop.min(next_progress);
+        if let Some(f) = faults.get(next_fault) {
+            checkpoint = checkpoint.min(instant(f.at));
+        }
+        for p in pending.iter().filter(|p| !p.ended) {
+            checkpoint = checkpoint.min(p.end);
+        }
+        let want_formation = formation.is_none();
+        let mut peak = 0usize;
+        world.run_until(checkpoint, |w| {
+            peak = peak.max(w.len() - w.online_count());
+            (want_formation && w.all_online())
+                || pending.iter().any(|p| p.healed.is_none() && healed(w, p))
+        });
+        let now = world.now();
+        for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
+            p.offline_peak = p.offline_peak.max(peak);
+            if healed(&world, p) {
+                p.healed = Some(now);
+            }
+        }
+        if formation.is_none() && world.all_online() {
+            formation = Some(now);
+            eprintln!("all {n} nodes online after {:.1} s", now.millis() as f64 / 1000.0);
+        }
+        for p in pending.iter_mut().filter(|p| !p.ended && p.end <= now) {
+            undo(&mut world, &p.undo);
+            p.ended = true;
+        }
+        while let Some(f) = faults.get(next_fault).filter(|f| instant(f.at) <= now) {
+            let (node, undo_it) = inject(&mut world, f, next_fault, args.seed);
+            let id = node.map(|i| world.id(i));
+            eprintln!(
+                "[{:>6.1}s] fault: {}{}",
+                now.millis() as f64 / 1000.0,
+                f.spec,
+                id.as_deref().map(|i| format!(" (node {i})")).unwrap_or_default()
+            );
+            pending.push(Pending {
+                index: next_fault,
+                node: id,
+                start: now,
+                end: now + core_duration(f.duration.unwrap_or(Duration::ZERO)),
+                ended: f.duration.is_none(),
+                reach: Vec::new(),
+                reach_count: 0,
+                healed: None,
+                offline_peak: world.len() - world.online_count(),
+                undo: undo_it,
+            });
+            next_fault += 1;
+        }
+        // Reachability changes with every fault action: measure against the latest.
+        if pending.iter().any(|p| p.healed.is_none()) {
+            let reach = world.reachable();
+            let count = reach.iter().filter(|r| **r).count();
+            for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
+                p.reach.clone_from(&reach);
+                p.reach_count = count;
+                if healed(&world, p) {
+                    p.healed = Some(now);
+                }
+            }
+        }
+        if now >= next_progress {
+            next_progress = now + core_duration(PROGRESS_EVERY);
+            eprintln!(
+                "[{:>6.1}s] online {}/{n}  depth {}",
+                now.millis() as f64 / 1000.0,
+                world.online_count(),
+                super::histogram_text(&histogram(&world))
+            );
+        }
+        let faults_done = next_fault == faults.len() && pending.iter().all(|p| p.healed.is_some());
+        let done = match args.duration {
+            Some(_) => now >= stop,
+            None => (formation.is_some() && faults_done) || now >= stop,
+        };
+        if done {
+            if formation.is_none() && args.duration.is_none() {
+                eprintln!("formation timed out after {} s", args.formation_timeout);
+            }
+            break;
+        }
+    }
+    let end = world.now();
+    // Let what was published arrive before counting.
+    world.set_publishing(false);
+    let settle_until = world.within(core_duration(SETTLE));
+    world.run_until(settle_until, |_| false);
+    let _ = world.check_invariants();
+    let stats = world.message_stats();
+    let fault_reports = pending
+        .iter()
+        .map(|p| {
+            let until = p.healed.unwrap_or(end);
+            let (lost, dups) = world.messages_between(p.start, until + mqttmesh_core::Duration::from_millis(1));
+            FaultReport {
+                fault: faults[p.index].spec.clone(),
+                node: p.node.clone(),
+                at_ms: p.start.millis(),
+                end_ms: p.end.millis(),
+                heal_ms: p.healed.map(|h| h.saturating_since(p.end).millis()),
+                offline_peak: p.offline_peak,
+                messages_lost: lost,
+                duplicates: dups,
+            }
+        })
+        .collect();
+    let node_list = rows(&world);
+    let report = Report {
+        nodes: n,
+        online: node_list.iter().filter(|r| r.online).count(),
+        formation_ms: formation.map(Instant::millis),
+        max_depth: node_list.iter().filter_map(|r| r.depth).max().unwrap_or(0),
+        depth_histogram: histogram(&world),
+        seed: args.seed,
+        topology: args.topology.clone(),
+        broker: "virtual".into(),
+        messages: Messages {
+            published: stats.published,
+            delivered: stats.delivered,
+            duplicates: stats.duplicates,
+        },
+        rejected_joins: (0..n).map(|i| world.node(i).counters().rejected_joins).sum(),
+        malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
+        node_list,
+        extra: Extra {
+            simulator: Some(VirtualStats {
+                simulated_ms: end.millis(),
+                events: world.steps(),
+                resent_frames: world.resent(),
+                messages_lost: stats.lost,
+                invariant_violations: world.violation_count(),
+                first_violations: world.violations().iter().map(ToString::to_string).collect(),
+            }),
+            faults: fault_reports,
+        },
+    };
+    let wall = wall.elapsed();
+    eprintln!(
+        "simulated {:.1} s of {n} nodes in {:.2} s wall ({} events, {:.1} µs per simulated node-second)",
+        end.millis() as f64 / 1000.0,
+        wall.as_secs_f64(),
+        world.steps(),
+        wall.as_secs_f64() * 1e6 / (n as f64 * (end.millis() as f64 / 1000.0).max(0.001))
+    );
+    for v in world.violations().iter().take(10) {
+        eprintln!("{v}");
+    }
+    super::finish(&report, args)?;
+    Ok(if world.violation_count() > 0 {
+        eprintln!(
+            "{} invariant violation(s); replay with --seed {}",
+            world.violation_count(),
+            args.seed
+        );
+        ExitCode::from(3)
+    } else if report.online == world.alive_count() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

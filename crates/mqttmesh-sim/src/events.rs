@@ -118,7 +118,6 @@ pub(crate) enum Ev {
         node: NodeIdx,
         inc: u64,
     },
-    BrokerUp,
     MqttDeliver {
         node: NodeIdx,
         session: u64,
@@ -270,7 +269,6 @@ impl World {
             Ev::Closed { conn, to } => self.on_closed(conn, to),
             Ev::BrokerIn(publication) => self.on_broker_in(publication),
             Ev::AppTick { node, inc } => self.on_app_tick(node, inc),
-            Ev::BrokerUp => self.broker_up = true,
             Ev::MqttDeliver {
                 node,
                 session,

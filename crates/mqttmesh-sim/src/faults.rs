@@ -35,7 +35,7 @@ impl World {
 
     /// The broker accepts connections again.
     pub fn broker_start(&mut self) {
-        self.schedule(Duration::ZERO, Ev::BrokerUp);
+        self.broker_up = true;
     }
 
     /// Whether the broker is running.
@@ -135,12 +135,11 @@ impl World {
         seen
     }
 
-    /// Whether every node in `reachable` is online.
+    /// Whether every node in `reachable` has a real path to the broker
+    /// ([`World::real_paths`]); O(n).
     pub fn all_online_of(&self, reachable: &[bool]) -> bool {
-        reachable
-            .iter()
-            .enumerate()
-            .all(|(i, r)| !r || (self.nodes[i].alive && self.nodes[i].node.connected()))
+        let paths = self.real_paths();
+        reachable.iter().zip(paths).all(|(r, p)| !r || p)
     }
 
     /// Node `idx`'s child links' peers (for picking a relay to crash).

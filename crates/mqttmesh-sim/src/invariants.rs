@@ -176,8 +176,10 @@ impl World {
         })
     }
 
-    /// For every node: whether it has a real path to the broker now.
-    pub(crate) fn real_paths(&self) -> Vec<bool> {
+    /// For every node: whether it has a real path to the broker now — powered, online,
+    /// and every link up to a root alive, the root on the router with a broker session
+    /// (what a node believes can lag behind: a parent may have crashed silently).
+    pub fn real_paths(&self) -> Vec<bool> {
         // 0: unknown, 1: on the stack, 2: no path, 3: path.
         let n = self.nodes.len();
         let mut mark = vec![0u8; n];

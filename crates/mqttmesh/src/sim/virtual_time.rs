@@ -20,6 +20,8 @@ use super::{Extra, Messages, Profile, Report, SimArgs, VirtualStats};
 
 /// Simulated time between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often a healing mesh is checked (heal times have this resolution).
+const HEAL_CHECK: Duration = Duration::from_millis(100);
 /// Simulated time given to messages in flight before counting.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -82,7 +84,6 @@ struct Pending {
     end: Instant,
     ended: bool,
     reach: Vec<bool>,
-    reach_count: usize,
     healed: Option<Instant>,
     offline_peak: usize,
     undo: Undo,
@@ -136,13 +137,16 @@ fn histogram(world: &World) -> BTreeMap<u8, usize> {
     h
 }
 
-fn target(world: &World, t: Target, seed: u64, salt: u64) -> Option<usize> {
+/// Resolves a target; `relay` is a node with children (and, with `below_root`, a node
+/// parent: a link to cut).
+fn target(world: &World, t: Target, seed: u64, salt: u64, below_root: bool) -> Option<usize> {
     match t {
         Target::Index(i) => Some(i),
         Target::Relay => {
             let relays: Vec<usize> = (0..world.len())
                 .filter(|&i| world.is_alive(i) && world.node(i).connected())
                 .filter(|&i| world.node(i).children().next().is_some())
+                .filter(|&i| !below_root || matches!(world.node(i).parent(), Parent::Node { .. }))
                 .collect();
             (!relays.is_empty()).then(|| relays[pick(seed, salt, relays.len())])
         }
@@ -153,7 +157,7 @@ fn target(world: &World, t: Target, seed: u64, salt: u64) -> Option<usize> {
 fn inject(world: &mut World, fault: &Fault, index: usize, seed: u64) -> (Option<usize>, Undo) {
     let salt = index as u64 + 1;
     match fault.kind {
-        Kind::Crash(t) => match target(world, t, seed, salt) {
+        Kind::Crash(t) => match target(world, t, seed, salt, false) {
             Some(i) => {
                 world.crash(i);
                 let undo = if fault.duration.is_some() {
@@ -166,14 +170,14 @@ fn inject(world: &mut World, fault: &Fault, index: usize, seed: u64) -> (Option<
             None => (None, Undo::Nothing),
         },
         Kind::Restart(t) => {
-            let i = target(world, t, seed, salt);
+            let i = target(world, t, seed, salt, false);
             if let Some(i) = i {
                 world.restart(i, "Restart");
             }
             (i, Undo::Nothing)
         }
         Kind::Cut(t) => {
-            let i = target(world, t, seed, salt);
+            let i = target(world, t, seed, salt, true);
             if let Some(i) = i {
                 if let Parent::Node { id, .. } = world.node(i).parent() {
                     if let Some(p) = world.find(id.as_str()) {
@@ -210,7 +214,7 @@ fn inject(world: &mut World, fault: &Fault, index: usize, seed: u64) -> (Option<
             (None, undo_timing(fault, old))
         }
         Kind::Move(t, x, y) => {
-            let i = target(world, t, seed, salt);
+            let i = target(world, t, seed, salt, false);
             if let Some(i) = i {
                 world.move_node(i, Pos::new(x, y));
             }
@@ -237,8 +241,22 @@ fn undo(world: &mut World, undo: &Undo) {
     }
 }
 
-fn healed(world: &World, p: &Pending) -> bool {
-    p.ended && world.online_count() >= p.reach_count && world.all_online_of(&p.reach)
+
+/// Updates the offline peaks and marks faults healed: ended, and every node that can
+/// reach the router has a real path to the broker.
+fn check_heal(world: &World, pending: &mut [Pending], now: Instant) {
+    if pending.iter().all(|p| p.healed.is_some()) {
+        return;
+    }
+    let path = world.real_paths();
+    let up = path.iter().filter(|p| **p).count();
+    for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
+        let all = p.reach.iter().zip(&path).all(|(r, p)| !r || *p);
+        p.offline_peak = p.offline_peak.max(world.len() - up);
+        if p.ended && all {
+            p.healed = Some(now);
+        }
+    }
 }
 
 /// Runs the simulation in virtual time.
@@ -305,27 +323,23 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         for p in pending.iter().filter(|p| !p.ended) {
             checkpoint = checkpoint.min(p.end);
         }
-        let want_formation = formation.is_none();
-        let mut peak = 0usize;
-        world.run_until(checkpoint, |w| {
-            peak = peak.max(w.len() - w.online_count());
-            (want_formation && w.all_online())
-                || pending.iter().any(|p| p.healed.is_none() && healed(w, p))
-        });
-        let now = world.now();
-        for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
-            p.offline_peak = p.offline_peak.max(peak);
-            if healed(&world, p) {
-                p.healed = Some(now);
-            }
+        let healing = pending.iter().any(|p| p.healed.is_none());
+        if healing {
+            checkpoint = checkpoint.min(world.now() + core_duration(HEAL_CHECK));
         }
+        let want_formation = formation.is_none();
+        world.run_until(checkpoint, |w| want_formation && w.all_online());
+        let now = world.now();
+        check_heal(&world, &mut pending, now);
         if formation.is_none() && world.all_online() {
             formation = Some(now);
             eprintln!("all {n} nodes online after {:.1} s", now.millis() as f64 / 1000.0);
         }
+        let mut changed = false;
         for p in pending.iter_mut().filter(|p| !p.ended && p.end <= now) {
             undo(&mut world, &p.undo);
             p.ended = true;
+            changed = true;
         }
         while let Some(f) = faults.get(next_fault).filter(|f| instant(f.at) <= now) {
             let (node, undo_it) = inject(&mut world, f, next_fault, args.seed);
@@ -343,23 +357,18 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
                 end: now + core_duration(f.duration.unwrap_or(Duration::ZERO)),
                 ended: f.duration.is_none(),
                 reach: Vec::new(),
-                reach_count: 0,
                 healed: None,
-                offline_peak: world.len() - world.online_count(),
+                offline_peak: 0,
                 undo: undo_it,
             });
             next_fault += 1;
+            changed = true;
         }
         // Reachability changes with every fault action: measure against the latest.
-        if pending.iter().any(|p| p.healed.is_none()) {
+        if changed {
             let reach = world.reachable();
-            let count = reach.iter().filter(|r| **r).count();
             for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
                 p.reach.clone_from(&reach);
-                p.reach_count = count;
-                if healed(&world, p) {
-                    p.healed = Some(now);
-                }
             }
         }
         if now >= next_progress {

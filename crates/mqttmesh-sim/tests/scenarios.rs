@@ -101,6 +101,8 @@ fn hold_off(w: &mut World, idxs: &[usize]) {
     }
 }
 
+#[path = "scenarios/fault_kinds.rs"]
+mod fault_kinds;
 #[path = "scenarios/faults.rs"]
 mod faults;
 #[path = "scenarios/formation.rs"]
@@ -109,3 +111,5 @@ mod formation;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
+#[path = "scenarios/scale.rs"]
+mod scale;

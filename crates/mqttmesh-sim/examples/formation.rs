@@ -16,7 +16,10 @@ fn main() {
     let side = (n as f64).sqrt().ceil() as usize;
     // The host's grid: 20 m apart, the router off one corner.
     for i in 0..n {
-        let pos = Pos::new((i % side) as f64 * 20.0 + 15.0, (i / side) as f64 * 20.0 + 15.0);
+        let pos = Pos::new(
+            (i % side) as f64 * 20.0 + 15.0,
+            (i / side) as f64 * 20.0 + 15.0,
+        );
         world.add_node_at(config.clone(), pos);
     }
     let started = std::time::Instant::now();

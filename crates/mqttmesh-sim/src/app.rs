@@ -102,7 +102,10 @@ impl World {
             let seq = app.tracks[idx].published.len();
             let payload = seq.to_string();
             let node = &mut self.nodes[idx].node;
-            if node.publish(COUNTER, payload.as_bytes(), MsgType::Qos1).is_ok() {
+            if node
+                .publish(COUNTER, payload.as_bytes(), MsgType::Qos1)
+                .is_ok()
+            {
                 if let Some(app) = &mut self.app {
                     app.tracks[idx].published.push(now);
                 }
@@ -114,7 +117,10 @@ impl World {
 
     /// The broker accepted `topic`/`payload` from a node: account for counters.
     pub(crate) fn observe(&mut self, topic: &str, payload: &[u8]) {
-        let Some(rest) = topic.strip_suffix(COUNTER).and_then(|t| t.strip_suffix('/')) else {
+        let Some(rest) = topic
+            .strip_suffix(COUNTER)
+            .and_then(|t| t.strip_suffix('/'))
+        else {
             return;
         };
         let Some(id) = rest.rsplit('/').next() else {

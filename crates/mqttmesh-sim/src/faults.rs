@@ -51,9 +51,8 @@ impl World {
         self.invalidate_neighbours();
         self.log_world(idx, &format!("moved to ({:.1}, {:.1})", to.x, to.y));
         let me = Endpoint::Node(idx);
-        let hears = |w: &World, other: Endpoint| {
-            w.radio.rssi(me, other).is_some_and(|r| r >= w.threshold)
-        };
+        let hears =
+            |w: &World, other: Endpoint| w.radio.rssi(me, other).is_some_and(|r| r >= w.threshold);
         match self.nodes[idx].assoc {
             Some(Assoc::Router) if !hears(self, Endpoint::Router) => {
                 self.set_assoc(idx, None);

@@ -172,7 +172,9 @@ impl World {
             return false;
         };
         self.conns.get(conn).is_some_and(|c| {
-            !c.broken && c.open == [true, true] && matches!(c.ends[1], End::Node { idx, .. } if idx == p)
+            !c.broken
+                && c.open == [true, true]
+                && matches!(c.ends[1], End::Node { idx, .. } if idx == p)
         })
     }
 

@@ -4,10 +4,10 @@
 
 mod app;
 mod events;
-mod faults;
 mod exec;
-mod invariants;
+mod faults;
 mod inspect;
+mod invariants;
 mod links;
 mod neighbours;
 mod station;
@@ -19,8 +19,8 @@ pub mod radio;
 pub use app::{MessageStats, COUNTER};
 pub use broker::{Broker, Publication};
 pub use events::SimTiming;
-pub use invariants::{Violation, SWEEP};
 pub use inspect::ROUTER_PARENT;
+pub use invariants::{Violation, SWEEP};
 pub use links::ProbeId;
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
 pub use world::{

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::nodeflags::NodeFlags;
 
 mod faults;
+mod faults_real;
 mod virtual_time;
 
 /// Flags of the virtual-time simulator and of fault injection.
@@ -239,7 +240,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
-    let mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
+    faults_real::check(&faults, n)?;
+    let mut faults = faults_real::RealFaults::new(faults, args.seed);
+    let mut router_up = true;
+    let mut mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
     eprintln!(
         "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
         args.topology, args.seed
@@ -247,6 +251,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
 
     let bar = progress_bar(n as u64);
     let formation_deadline = Duration::from_secs(args.formation_timeout);
+    let fault_deadline = faults
+        .last_end()
+        .map(|end| end.max(formation_deadline) + formation_deadline);
     let total = args.duration.map(Duration::from_secs);
     let mut formation_ms = None;
     let mut last_line = std::time::Instant::now();
@@ -271,13 +278,20 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
                 "all {n} nodes online after {:.1} s",
                 elapsed.as_secs_f64()
             ));
-            if total.is_none() {
-                break;
-            }
+        }
+        faults
+            .tick(&mut mesh, &observer, &mut router_up, elapsed)
+            .await?;
+        if formation_ms.is_some() && total.is_none() && faults.done() {
+            break;
         }
         match total {
             Some(t) if elapsed >= t => break,
-            None if elapsed >= formation_deadline => {
+            None if fault_deadline.is_some_and(|d| elapsed >= d) => {
+                bar.println("faults did not heal in time");
+                break;
+            }
+            None if fault_deadline.is_none() && elapsed >= formation_deadline => {
                 bar.println(format!(
                     "formation timed out after {} s",
                     args.formation_timeout
@@ -324,7 +338,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
         node_list: rows,
-        extra: Extra::default(),
+        extra: Extra {
+            simulator: None,
+            faults: faults.reports(&mesh, &observer),
+        },
     };
     finish(&report, &args)?;
     mesh.shutdown();
@@ -358,7 +375,10 @@ fn finish(report: &Report, args: &SimArgs) -> Result<()> {
         println!(
             "fault {:?}: heal {}  peak offline {}  lost {}  duplicates {}",
             f.fault,
-            f.heal_ms.map_or("not reached".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            f.heal_ms.map_or("not reached".into(), |ms| format!(
+                "{:.1} s",
+                ms as f64 / 1000.0
+            )),
             f.offline_peak,
             f.messages_lost,
             f.duplicates

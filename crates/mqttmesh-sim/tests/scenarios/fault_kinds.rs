@@ -92,7 +92,11 @@ fn router_outage_heals() {
     let mut w = formed(44);
     w.router_down();
     w.run_for(secs(10));
-    check(&w, w.online_count() == 0, "nobody online without the router");
+    check(
+        &w,
+        w.online_count() == 0,
+        "nobody online without the router",
+    );
     w.router_up();
     heals(&mut w, 60, "a router outage");
 }
@@ -103,12 +107,20 @@ fn broker_restart_heals() {
     let before = w.message_stats();
     w.broker_stop(false);
     w.run_for(secs(5));
-    check(&w, w.online_count() == 0, "nobody online without the broker");
+    check(
+        &w,
+        w.online_count() == 0,
+        "nobody online without the broker",
+    );
     w.broker_start();
     heals(&mut w, 60, "a broker restart");
     w.run_for(secs(3));
     let after = w.message_stats();
-    check(&w, after.delivered > before.delivered, "messages flow again");
+    check(
+        &w,
+        after.delivered > before.delivered,
+        "messages flow again",
+    );
 }
 
 #[test]

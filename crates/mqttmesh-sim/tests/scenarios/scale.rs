@@ -48,7 +48,12 @@ fn same_seed_same_run() {
         let mut w = random_world(150, seed, &config());
         w.start_app(secs(2));
         w.run_for(secs(60));
-        (w.steps(), w.tree(), w.message_stats(), w.publications().len())
+        (
+            w.steps(),
+            w.tree(),
+            w.message_stats(),
+            w.publications().len(),
+        )
     };
     assert_eq!(run(9), run(9));
     assert_ne!(run(9).0, run(10).0);

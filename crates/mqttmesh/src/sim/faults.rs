@@ -249,11 +249,26 @@ mod tests {
         assert_eq!(f.at, Duration::from_secs(30));
         assert_eq!(f.kind, Kind::Crash(Target::Index(5)));
         assert_eq!(f.end(), Duration::from_secs(40));
-        assert_eq!(parse("at=1m restart node=relay").unwrap().kind, Kind::Restart(Target::Relay));
-        assert_eq!(parse("at=5 cut node=2").unwrap().kind, Kind::Cut(Target::Index(2)));
-        assert_eq!(parse("at=5 router-down for=20s").unwrap().kind, Kind::RouterDown);
-        assert_eq!(parse("at=5 broker-restart").unwrap().kind, Kind::BrokerRestart);
-        assert_eq!(parse("at=5 loss p=0.1 for=5s").unwrap().kind, Kind::Loss(0.1));
+        assert_eq!(
+            parse("at=1m restart node=relay").unwrap().kind,
+            Kind::Restart(Target::Relay)
+        );
+        assert_eq!(
+            parse("at=5 cut node=2").unwrap().kind,
+            Kind::Cut(Target::Index(2))
+        );
+        assert_eq!(
+            parse("at=5 router-down for=20s").unwrap().kind,
+            Kind::RouterDown
+        );
+        assert_eq!(
+            parse("at=5 broker-restart").unwrap().kind,
+            Kind::BrokerRestart
+        );
+        assert_eq!(
+            parse("at=5 loss p=0.1 for=5s").unwrap().kind,
+            Kind::Loss(0.1)
+        );
         assert_eq!(
             parse("at=5 latency ms=50").unwrap().kind,
             Kind::Latency(Duration::from_millis(50))

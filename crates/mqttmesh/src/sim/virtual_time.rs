@@ -48,9 +48,7 @@ fn build(placement: &Placement, config: &Config, seed: u64, timing: SimTiming) -
             }
             return finish(w, config);
         }
-        Placement::Graph {
-            router, edges, ..
-        } => {
+        Placement::Graph { router, edges, .. } => {
             let mut w = World::graph(seed);
             for &(node, rssi) in router {
                 w.set_rssi(ROUTER, node, Some(rssi));
@@ -241,7 +239,6 @@ fn undo(world: &mut World, undo: &Undo) {
     }
 }
 
-
 /// Updates the offline peaks and marks faults healed: ended, and every node that can
 /// reach the router has a real path to the broker.
 fn check_heal(world: &World, pending: &mut [Pending], now: Instant) {
@@ -272,7 +269,10 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
             _ => None,
         };
         if let Some(i) = idx.filter(|&i| i >= n) {
-            bail!("--fault {:?}: node {i} does not exist (nodes are 0..{n})", f.spec);
+            bail!(
+                "--fault {:?}: node {i} does not exist (nodes are 0..{n})",
+                f.spec
+            );
         }
         if matches!(f.kind, Kind::Move(..)) && matches!(placement, Placement::Graph { .. }) {
             bail!("--fault {:?}: move needs a positional topology (line, grid, random or a positions file)", f.spec);
@@ -333,7 +333,10 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         check_heal(&world, &mut pending, now);
         if formation.is_none() && world.all_online() {
             formation = Some(now);
-            eprintln!("all {n} nodes online after {:.1} s", now.millis() as f64 / 1000.0);
+            eprintln!(
+                "all {n} nodes online after {:.1} s",
+                now.millis() as f64 / 1000.0
+            );
         }
         let mut changed = false;
         for p in pending.iter_mut().filter(|p| !p.ended && p.end <= now) {
@@ -348,7 +351,9 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
                 "[{:>6.1}s] fault: {}{}",
                 now.millis() as f64 / 1000.0,
                 f.spec,
-                id.as_deref().map(|i| format!(" (node {i})")).unwrap_or_default()
+                id.as_deref()
+                    .map(|i| format!(" (node {i})"))
+                    .unwrap_or_default()
             );
             pending.push(Pending {
                 index: next_fault,
@@ -403,7 +408,8 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         .iter()
         .map(|p| {
             let until = p.healed.unwrap_or(end);
-            let (lost, dups) = world.messages_between(p.start, until + mqttmesh_core::Duration::from_millis(1));
+            let (lost, dups) =
+                world.messages_between(p.start, until + mqttmesh_core::Duration::from_millis(1));
             FaultReport {
                 fault: faults[p.index].spec.clone(),
                 node: p.node.clone(),
@@ -431,7 +437,9 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
             delivered: stats.delivered,
             duplicates: stats.duplicates,
         },
-        rejected_joins: (0..n).map(|i| world.node(i).counters().rejected_joins).sum(),
+        rejected_joins: (0..n)
+            .map(|i| world.node(i).counters().rejected_joins)
+            .sum(),
         malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
         node_list,
         extra: Extra {

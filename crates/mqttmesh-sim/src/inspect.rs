@@ -121,6 +121,12 @@ impl World {
         &self.broker
     }
 
+    /// Whether the broker keeps its observer log ([`World::publications`]); default on.
+    /// Turning it off saves memory in big runs (message accounting does not need it).
+    pub fn keep_broker_log(&mut self, on: bool) {
+        self.broker.set_keep_log(on);
+    }
+
     /// Every publication the broker accepted.
     pub fn publications(&self) -> &[Publication] {
         self.broker.log()

@@ -293,6 +293,7 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
     let config = args.node.config("127.0.0.1", 1883, node_timing)?;
     let wall = std::time::Instant::now();
     let mut world = build(&placement, &config, args.seed, timing);
+    world.keep_broker_log(false);
     let interval = Duration::from_secs_f64(args.publish_interval.max(0.0));
     if !interval.is_zero() {
         world.start_app(core_duration(interval));

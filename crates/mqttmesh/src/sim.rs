@@ -54,6 +54,8 @@ pub struct VirtualFlags {
 #[derive(Debug, Serialize)]
 struct VirtualStats {
     simulated_ms: u64,
+    /// When 99% of the nodes were first online.
+    online_99_ms: Option<u64>,
     events: u64,
     resent_frames: u64,
     messages_lost: u64,

@@ -313,6 +313,7 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         (None, None) => formation_timeout,
     });
     let mut formation: Option<Instant> = None;
+    let mut online_99: Option<Instant> = None;
     let mut pending: Vec<Pending> = Vec::new();
     let mut next_fault = 0;
     let mut next_progress = instant(PROGRESS_EVERY);
@@ -329,8 +330,14 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
             checkpoint = checkpoint.min(world.now() + core_duration(HEAL_CHECK));
         }
         let want_formation = formation.is_none();
-        world.run_until(checkpoint, |w| want_formation && w.all_online());
+        let want_99 = online_99.is_none();
+        world.run_until(checkpoint, |w| {
+            (want_formation && w.all_online()) || (want_99 && w.online_count() * 100 >= n * 99)
+        });
         let now = world.now();
+        if online_99.is_none() && world.online_count() * 100 >= n * 99 {
+            online_99 = Some(now);
+        }
         check_heal(&world, &mut pending, now);
         if formation.is_none() && world.all_online() {
             formation = Some(now);
@@ -446,6 +453,7 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         extra: Extra {
             simulator: Some(VirtualStats {
                 simulated_ms: end.millis(),
+                online_99_ms: online_99.map(Instant::millis),
                 events: world.steps(),
                 resent_frames: world.resent(),
                 messages_lost: stats.lost,

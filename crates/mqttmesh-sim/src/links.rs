@@ -151,7 +151,7 @@ impl World {
         }
         let loss = self.timing.loss_ppm;
         if loss > 0 && self.rng.below(1_000_000) < u64::from(loss) {
-            at = at + self.timing.retransmit_delay;
+            at += self.timing.retransmit_delay;
             self.resent += 1;
         }
         let at = at.max(last);

@@ -127,7 +127,10 @@ impl Broker {
         // Only topics starting with the filter's literal part can match.
         let literal = filter.find(['+', '#']).map_or(filter, |i| &filter[..i]);
         self.retained
-            .range::<str, _>((std::ops::Bound::Included(literal), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(literal),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(topic, _)| topic.starts_with(literal))
             .filter(|(topic, _)| topic_matches(filter, topic))
             .map(|(t, p)| (t.clone(), p.clone()))

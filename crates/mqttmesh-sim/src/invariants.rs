@@ -55,7 +55,7 @@ impl fmt::Display for Violation {
 }
 
 impl World {
-    /// Violations found so far (the first [`KEEP`]); see [`World::violation_count`].
+    /// Violations found so far (the first 100); see [`World::violation_count`].
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }

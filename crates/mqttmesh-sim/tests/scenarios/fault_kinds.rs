@@ -174,3 +174,51 @@ fn invariant_sweep_flags_an_ap_left_open_without_a_path() {
     assert!(v.what.contains("without a path"), "{v}");
     assert!(v.to_string().contains("seed 31"), "{v}");
 }
+
+/// Seeded random topologies and fault schedules: every fault heals and no invariant
+/// breaks. A failure names the seed (in the world report) to replay it.
+#[test]
+fn random_fault_schedules_heal_without_violations() {
+    use mqttmesh_core::rand::Rand;
+    for seed in 100..106 {
+        let mut w = random_world(50, seed, &config());
+        w.start_app(secs(1));
+        wait_for(&mut w, 120, "formation", World::all_online);
+        let mut rng = Rand::new(seed);
+        for step in 0..4 {
+            let kind = rng.below(6);
+            // Cannot truncate: below(len) < len.
+            let node = rng.below(w.len() as u64) as usize;
+            match kind {
+                0 => w.crash(node),
+                1 => w.restart(node, "Restart"),
+                2 => {
+                    if let Parent::Node { id, .. } = w.node(node).parent() {
+                        if let Some(p) = w.find(id.as_str()) {
+                            w.cut_link(p, node);
+                        }
+                    }
+                }
+                3 => {
+                    w.router_down();
+                    w.run_for(secs(5));
+                    w.router_up();
+                }
+                4 => {
+                    w.broker_stop(false);
+                    w.run_for(secs(3));
+                    w.broker_start();
+                }
+                _ => {
+                    let to = Pos::new(rng.below(60) as f64 - 30.0, rng.below(60) as f64 - 30.0);
+                    w.move_node(node, to);
+                }
+            }
+            heals(
+                &mut w,
+                90,
+                &format!("seed {seed}, step {step}, fault kind {kind}"),
+            );
+        }
+    }
+}

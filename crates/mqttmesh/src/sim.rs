@@ -14,6 +14,7 @@ use mqttmesh_core::config::Timing as NodeTiming;
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
+use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
 use mqttmesh_host::radio::{Model, Placement, Timing};
@@ -93,8 +94,9 @@ pub struct SimArgs {
     /// Seed for placement, chip IDs and node jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`, or
-    /// HOST:PORT of any MQTT 3.1.1 broker.
+    /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`,
+    /// `mosquitto` (a Mosquitto process the sim starts on a free port, and restarts for
+    /// `--fault "at=... broker-restart"`), or HOST:PORT of any MQTT 3.1.1 broker.
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
@@ -174,7 +176,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         return virtual_time::run(&args, &faults);
     }
     let placement = placement(&args)?;
-    let (broker, _embedded) = broker(&args.broker)?;
+    let (broker, mut started) = broker(&args.broker)?;
     let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), NodeTiming::fast()),
@@ -242,7 +244,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
-    faults_real::check(&faults, n)?;
+    faults_real::check(&faults, n, matches!(started, Started::Mosquitto(_)))?;
     let mut faults = faults_real::RealFaults::new(faults, args.seed);
     let mut router_up = true;
     let mut mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
@@ -281,8 +283,12 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
                 elapsed.as_secs_f64()
             ));
         }
+        let mosquitto = match &mut started {
+            Started::Mosquitto(m) => Some(m),
+            _ => None,
+        };
         faults
-            .tick(&mut mesh, &observer, &mut router_up, elapsed)
+            .tick(&mut mesh, &observer, &mut router_up, mosquitto, elapsed)
             .await?;
         if formation_ms.is_some() && total.is_none() && faults.done() {
             break;
@@ -399,7 +405,21 @@ fn placement(args: &SimArgs) -> Result<Placement> {
     })
 }
 
-fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
+/// A broker the sim started, kept for the run.
+#[derive(Debug)]
+enum Started {
+    External,
+    Embedded(#[allow(dead_code)] EmbeddedBroker),
+    Mosquitto(Mosquitto),
+}
+
+fn broker(spec: &str) -> Result<(SocketAddr, Started)> {
+    if spec == "mosquitto" {
+        let m = Mosquitto::start().map_err(|e| {
+            anyhow!("cannot start Mosquitto for --broker mosquitto: {e}; install it (apt-get install mosquitto) or use --broker embedded")
+        })?;
+        return Ok((m.addr(), Started::Mosquitto(m)));
+    }
     if let Some(port) = spec.strip_prefix("embedded") {
         let port: u16 = match port.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| {
@@ -412,14 +432,14 @@ fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).with_context(|| {
                 format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?")
             })?;
-        return Ok((b.addr(), Some(b)));
+        return Ok((b.addr(), Started::Embedded(b)));
     }
     let addr = spec
         .to_socket_addrs()
         .with_context(|| format!("--broker {spec:?}: expected `embedded` or HOST:PORT"))?
         .next()
         .ok_or_else(|| anyhow!("--broker {spec:?} resolves to no address"))?;
-    Ok((addr, None))
+    Ok((addr, Started::External))
 }
 
 fn progress_bar(n: u64) -> ProgressBar {

@@ -1,5 +1,7 @@
 //! Faults in the real-socket `mqttmesh sim`: node crashes and restarts (the node task
-//! dies, its sockets drop without goodbye) and router outages, on the wall clock.
+//! dies, its sockets drop without goodbye), router outages, and broker restarts (the
+//! Mosquitto process of `--broker mosquitto` is killed and started again on its port),
+//! on the wall clock.
 //!
 //! Heal is judged from the node statuses: every powered node the radio connects to the
 //! router is online, and its parent chain runs through powered, online nodes that list
@@ -12,8 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use mqttmesh_host::mesh::Mesh;
+use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::runtime::NodeStatus;
 
@@ -40,7 +43,7 @@ pub(super) struct RealFaults {
 }
 
 /// Rejects what the real-socket sim cannot do (yet), before anything starts.
-pub(super) fn check(faults: &[Fault], n: usize) -> Result<()> {
+pub(super) fn check(faults: &[Fault], n: usize, mosquitto: bool) -> Result<()> {
     for f in faults {
         match f.kind {
             Kind::Crash(t) | Kind::Restart(t) => {
@@ -51,8 +54,13 @@ pub(super) fn check(faults: &[Fault], n: usize) -> Result<()> {
                 }
             }
             Kind::RouterDown => {}
+            Kind::BrokerRestart if mosquitto => {}
+            Kind::BrokerRestart => bail!(
+                "--fault {:?}: broker-restart in the real-socket sim needs --broker mosquitto (the sim then stops and restarts that process); or run it with --virtual",
+                f.spec
+            ),
             _ => bail!(
-                "--fault {:?}: the real-socket sim does crash, restart and router-down; run the other kinds with --virtual",
+                "--fault {:?}: the real-socket sim does crash, restart, router-down and broker-restart; run the other kinds with --virtual",
                 f.spec
             ),
         }
@@ -149,6 +157,7 @@ impl RealFaults {
         mesh: &mut Mesh,
         observer: &Observer,
         router_up: &mut bool,
+        mut mosquitto: Option<&mut Mosquitto>,
         elapsed: Duration,
     ) -> Result<()> {
         for p in self
@@ -165,6 +174,13 @@ impl RealFaults {
                 Kind::RouterDown => {
                     mesh.set_router_up(true);
                     *router_up = true;
+                }
+                Kind::BrokerRestart => {
+                    if let Some(m) = mosquitto.as_deref_mut() {
+                        // Waits (up to a few seconds) until it answers MQTT again.
+                        tokio::task::block_in_place(|| m.restart())
+                            .map_err(|e| anyhow!("cannot restart Mosquitto: {e}"))?;
+                    }
                 }
                 _ => {}
             }
@@ -202,6 +218,12 @@ impl RealFaults {
                 Kind::RouterDown => {
                     mesh.set_router_up(false);
                     *router_up = false;
+                    None
+                }
+                Kind::BrokerRestart => {
+                    if let Some(m) = mosquitto.as_deref_mut() {
+                        m.stop();
+                    }
                     None
                 }
                 _ => None,

@@ -25,6 +25,7 @@ use crate::nodeflags::NodeFlags;
 
 mod faults;
 mod faults_real;
+mod faults_virtual;
 mod virtual_time;
 
 /// Flags of the virtual-time simulator and of fault injection.

@@ -15,7 +15,8 @@ use mqttmesh_host::mesh::{chip_ids, NodeRow};
 use mqttmesh_host::radio::Placement;
 use mqttmesh_sim::{Pos, SimTiming, World, ROUTER, ROUTER_PARENT};
 
-use super::faults::{pick, Fault, FaultReport, Kind, Target};
+use super::faults::{Fault, FaultReport, Kind, Target};
+use super::faults_virtual::{check_heal, inject, undo, Pending};
 use super::{Extra, Messages, Profile, Report, SimArgs, VirtualStats};
 
 /// Simulated time between progress lines.
@@ -30,7 +31,7 @@ fn instant(d: Duration) -> Instant {
     Instant::from_millis(d.as_millis() as u64)
 }
 
-fn core_duration(d: Duration) -> mqttmesh_core::Duration {
+pub(super) fn core_duration(d: Duration) -> mqttmesh_core::Duration {
     mqttmesh_core::Duration::from_millis(d.as_millis() as u64)
 }
 
@@ -74,27 +75,6 @@ fn finish(mut world: World, config: &Config) -> World {
     world
 }
 
-/// A fault under way or healing.
-struct Pending {
-    index: usize,
-    node: Option<String>,
-    start: Instant,
-    end: Instant,
-    ended: bool,
-    reach: Vec<bool>,
-    healed: Option<Instant>,
-    offline_peak: usize,
-    undo: Undo,
-}
-
-enum Undo {
-    Nothing,
-    Revive(usize),
-    RouterUp,
-    BrokerStart,
-    Timing(SimTiming),
-}
-
 fn rows(world: &World) -> Vec<NodeRow> {
     (0..world.len())
         .map(|i| {
@@ -135,124 +115,68 @@ fn histogram(world: &World) -> BTreeMap<u8, usize> {
     h
 }
 
-/// Resolves a target; `relay` is a node with children (and, with `below_root`, a node
-/// parent: a link to cut).
-fn target(world: &World, t: Target, seed: u64, salt: u64, below_root: bool) -> Option<usize> {
-    match t {
-        Target::Index(i) => Some(i),
-        Target::Relay => {
-            let relays: Vec<usize> = (0..world.len())
-                .filter(|&i| world.is_alive(i) && world.node(i).connected())
-                .filter(|&i| world.node(i).children().next().is_some())
-                .filter(|&i| !below_root || matches!(world.node(i).parent(), Parent::Node { .. }))
-                .collect();
-            (!relays.is_empty()).then(|| relays[pick(seed, salt, relays.len())])
-        }
-    }
-}
-
-/// Carries out fault `index`; what undoes it at its end.
-fn inject(world: &mut World, fault: &Fault, index: usize, seed: u64) -> (Option<usize>, Undo) {
-    let salt = index as u64 + 1;
-    match fault.kind {
-        Kind::Crash(t) => match target(world, t, seed, salt, false) {
-            Some(i) => {
-                world.crash(i);
-                let undo = if fault.duration.is_some() {
-                    Undo::Revive(i)
-                } else {
-                    Undo::Nothing
-                };
-                (Some(i), undo)
+/// The report of a finished run (`end`: when the run proper ended, before settling).
+fn report(
+    world: &World,
+    args: &SimArgs,
+    faults: &[Fault],
+    pending: &[Pending],
+    formation: Option<Instant>,
+    online_99: Option<Instant>,
+    end: Instant,
+) -> Report {
+    let n = world.len();
+    let stats = world.message_stats();
+    let fault_reports = pending
+        .iter()
+        .map(|p| {
+            let until = p.healed.unwrap_or(end);
+            let (lost, dups) =
+                world.messages_between(p.start, until + mqttmesh_core::Duration::from_millis(1));
+            FaultReport {
+                fault: faults[p.index].spec.clone(),
+                node: p.node.clone(),
+                at_ms: p.start.millis(),
+                end_ms: p.end.millis(),
+                heal_ms: p.healed.map(|h| h.saturating_since(p.end).millis()),
+                offline_peak: p.offline_peak,
+                messages_lost: lost,
+                duplicates: dups,
             }
-            None => (None, Undo::Nothing),
+        })
+        .collect();
+    let node_list = rows(world);
+    Report {
+        nodes: n,
+        online: node_list.iter().filter(|r| r.online).count(),
+        formation_ms: formation.map(Instant::millis),
+        max_depth: node_list.iter().filter_map(|r| r.depth).max().unwrap_or(0),
+        depth_histogram: histogram(world),
+        seed: args.seed,
+        topology: args.topology.clone(),
+        broker: "virtual".into(),
+        messages: Messages {
+            published: stats.published,
+            delivered: stats.delivered,
+            duplicates: stats.duplicates,
         },
-        Kind::Restart(t) => {
-            let i = target(world, t, seed, salt, false);
-            if let Some(i) = i {
-                world.restart(i, "Restart");
-            }
-            (i, Undo::Nothing)
-        }
-        Kind::Cut(t) => {
-            let i = target(world, t, seed, salt, true);
-            if let Some(i) = i {
-                if let Parent::Node { id, .. } = world.node(i).parent() {
-                    if let Some(p) = world.find(id.as_str()) {
-                        world.cut_link(p, i);
-                    }
-                }
-            }
-            (i, Undo::Nothing)
-        }
-        Kind::RouterDown => {
-            world.router_down();
-            (None, Undo::RouterUp)
-        }
-        Kind::BrokerRestart => {
-            world.broker_stop(false);
-            (None, Undo::BrokerStart)
-        }
-        Kind::Loss(p) => {
-            let old = world.timing();
-            // Cannot truncate: p is below 1.
-            let ppm = (p * 1_000_000.0).round() as u32;
-            world.set_timing(SimTiming {
-                loss_ppm: ppm,
-                ..old
-            });
-            (None, undo_timing(fault, old))
-        }
-        Kind::Latency(d) => {
-            let old = world.timing();
-            world.set_timing(SimTiming {
-                hop_latency: core_duration(d),
-                ..old
-            });
-            (None, undo_timing(fault, old))
-        }
-        Kind::Move(t, x, y) => {
-            let i = target(world, t, seed, salt, false);
-            if let Some(i) = i {
-                world.move_node(i, Pos::new(x, y));
-            }
-            (i, Undo::Nothing)
-        }
-    }
-}
-
-fn undo_timing(fault: &Fault, old: SimTiming) -> Undo {
-    if fault.duration.is_some() {
-        Undo::Timing(old)
-    } else {
-        Undo::Nothing
-    }
-}
-
-fn undo(world: &mut World, undo: &Undo) {
-    match undo {
-        Undo::Nothing => {}
-        Undo::Revive(i) => world.revive(*i),
-        Undo::RouterUp => world.router_up(),
-        Undo::BrokerStart => world.broker_start(),
-        Undo::Timing(t) => world.set_timing(*t),
-    }
-}
-
-/// Updates the offline peaks and marks faults healed: ended, and every node that can
-/// reach the router has a real path to the broker.
-fn check_heal(world: &World, pending: &mut [Pending], now: Instant) {
-    if pending.iter().all(|p| p.healed.is_some()) {
-        return;
-    }
-    let path = world.real_paths();
-    let up = path.iter().filter(|p| **p).count();
-    for p in pending.iter_mut().filter(|p| p.healed.is_none()) {
-        let all = p.reach.iter().zip(&path).all(|(r, p)| !r || *p);
-        p.offline_peak = p.offline_peak.max(world.len() - up);
-        if p.ended && all {
-            p.healed = Some(now);
-        }
+        rejected_joins: (0..n)
+            .map(|i| world.node(i).counters().rejected_joins)
+            .sum(),
+        malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
+        node_list,
+        extra: Extra {
+            simulator: Some(VirtualStats {
+                simulated_ms: end.millis(),
+                online_99_ms: online_99.map(Instant::millis),
+                events: world.steps(),
+                resent_frames: world.resent(),
+                messages_lost: stats.lost,
+                invariant_violations: world.violation_count(),
+                first_violations: world.violations().iter().map(ToString::to_string).collect(),
+            }),
+            faults: fault_reports,
+        },
     }
 }
 
@@ -411,58 +335,7 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
     let settle_until = world.within(core_duration(SETTLE));
     world.run_until(settle_until, |_| false);
     let _ = world.check_invariants();
-    let stats = world.message_stats();
-    let fault_reports = pending
-        .iter()
-        .map(|p| {
-            let until = p.healed.unwrap_or(end);
-            let (lost, dups) =
-                world.messages_between(p.start, until + mqttmesh_core::Duration::from_millis(1));
-            FaultReport {
-                fault: faults[p.index].spec.clone(),
-                node: p.node.clone(),
-                at_ms: p.start.millis(),
-                end_ms: p.end.millis(),
-                heal_ms: p.healed.map(|h| h.saturating_since(p.end).millis()),
-                offline_peak: p.offline_peak,
-                messages_lost: lost,
-                duplicates: dups,
-            }
-        })
-        .collect();
-    let node_list = rows(&world);
-    let report = Report {
-        nodes: n,
-        online: node_list.iter().filter(|r| r.online).count(),
-        formation_ms: formation.map(Instant::millis),
-        max_depth: node_list.iter().filter_map(|r| r.depth).max().unwrap_or(0),
-        depth_histogram: histogram(&world),
-        seed: args.seed,
-        topology: args.topology.clone(),
-        broker: "virtual".into(),
-        messages: Messages {
-            published: stats.published,
-            delivered: stats.delivered,
-            duplicates: stats.duplicates,
-        },
-        rejected_joins: (0..n)
-            .map(|i| world.node(i).counters().rejected_joins)
-            .sum(),
-        malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
-        node_list,
-        extra: Extra {
-            simulator: Some(VirtualStats {
-                simulated_ms: end.millis(),
-                online_99_ms: online_99.map(Instant::millis),
-                events: world.steps(),
-                resent_frames: world.resent(),
-                messages_lost: stats.lost,
-                invariant_violations: world.violation_count(),
-                first_violations: world.violations().iter().map(ToString::to_string).collect(),
-            }),
-            faults: fault_reports,
-        },
-    };
+    let report = report(&world, args, faults, &pending, formation, online_99, end);
     let wall = wall.elapsed();
     eprintln!(
         "simulated {:.1} s of {n} nodes in {:.2} s wall ({} events, {:.1} µs per simulated node-second)",

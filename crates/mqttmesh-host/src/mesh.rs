@@ -10,6 +10,8 @@ use mqttmesh_core::config::Config;
 use mqttmesh_core::Mac;
 use serde::Serialize;
 
+use crate::meshtls::{MeshTls, MeshTlsCounters};
+use crate::mqtt_tls::{ClientTls, Trust};
 use crate::radio::{Model, Placement, Radio, Router, Timing};
 use crate::runtime::{Control, NodeHandle, NodeSpec, NodeStatus};
 use crate::topology::SplitMix;
@@ -30,6 +32,12 @@ pub struct MeshSpec {
     pub config: Config,
     /// Broker the router leads to.
     pub broker: SocketAddr,
+    /// Trust anchors when `config.mqtt_tls` is [`BrokerTls::Ca`](mqttmesh_core::config::BrokerTls::Ca)
+    /// (unused otherwise); the certificate must name `config.broker_host`.
+    pub mqtt_trust: Trust,
+    /// TLS on every mesh link, from the files of `mqttmesh gen-cert` (`None`: plain
+    /// TCP, the default, as the seed recommends).
+    pub mesh_tls: Option<MeshTls>,
     /// Seed for chip IDs and node generators.
     pub seed: u64,
     /// Demo-app publication interval (zero: the app does not publish).
@@ -50,6 +58,7 @@ pub struct Mesh {
     nodes: Vec<NodeHandle>,
     chip_ids: Vec<u32>,
     epoch: tokio::time::Instant,
+    mqtt_tls: Option<ClientTls>,
 }
 
 /// One row of a mesh report.
@@ -100,6 +109,13 @@ impl Mesh {
             spec.placement.clone(),
             router,
         ));
+        let mqtt_tls = ClientTls::new(
+            spec.config.mqtt_tls,
+            &spec.mqtt_trust,
+            &spec.config.broker_host,
+            spec.broker.port(),
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let n = radio.len();
         let chip_ids = chip_ids(n, spec.seed);
         let epoch = tokio::time::Instant::now();
@@ -109,6 +125,7 @@ impl Mesh {
             nodes: Vec::with_capacity(n),
             chip_ids,
             epoch,
+            mqtt_tls,
         };
         for i in 0..n {
             let handle = mesh.spawn(i).await?;
@@ -128,6 +145,8 @@ impl Mesh {
             config,
             seed: self.spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             broker: self.spec.broker,
+            mqtt_tls: self.mqtt_tls.clone(),
+            mesh_tls: self.spec.mesh_tls.clone(),
             publish_interval: self.spec.publish_interval,
             ota: self.spec.ota.clone(),
         };
@@ -165,6 +184,20 @@ impl Mesh {
     /// Snapshots of every node.
     pub fn statuses(&self) -> Vec<NodeStatus> {
         self.nodes.iter().map(|n| n.status()).collect()
+    }
+
+    /// Where node `i` serves its mesh port.
+    pub fn mesh_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].mesh_addr()
+    }
+
+    /// Mesh TLS counters summed over every node.
+    pub fn mesh_tls_counters(&self) -> MeshTlsCounters {
+        let mut total = MeshTlsCounters::default();
+        for s in self.statuses() {
+            total.add(&s.mesh_tls);
+        }
+        total
     }
 
     /// Nodes online.

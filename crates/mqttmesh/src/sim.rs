@@ -14,6 +14,7 @@ use mqttmesh_core::config::Timing as NodeTiming;
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
+use mqttmesh_host::meshtls::{colon_hex, MeshTls, MeshTlsCounters};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
@@ -97,7 +98,8 @@ pub struct SimArgs {
     seed: u64,
     /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`,
     /// `mosquitto` (a Mosquitto process the sim starts on a free port, and restarts for
-    /// `--fault "at=... broker-restart"`), or HOST:PORT of any MQTT 3.1.1 broker.
+    /// `--fault "at=... broker-restart"`), or HOST[:PORT] of any MQTT 3.1.1 broker (port
+    /// 1883, or 8883 with TLS, when not given).
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
@@ -136,6 +138,12 @@ pub struct SimArgs {
     /// Seconds between the demo app's counter publications.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     publish_interval: f64,
+    /// Run every mesh link over TLS: DIR holds `ssl/server.cer`, `ssl/server.key` and
+    /// `ssl/fingerprint` as `mqttmesh gen-cert --out DIR` writes them (the three files
+    /// directly in DIR also work). Parents serve the certificate; children refuse a
+    /// parent whose certificate's SHA-1 is not the fingerprint. Off by default.
+    #[arg(long, value_name = "DIR")]
+    mesh_tls: Option<PathBuf>,
     #[command(flatten)]
     node: NodeFlags,
     #[command(flatten)]
@@ -161,7 +169,11 @@ struct Report {
     broker: String,
     messages: Messages,
     rejected_joins: u64,
+    /// Join handshakes that failed authentication (another mesh or a wrong password).
+    auth_failures: u64,
     malformed: u64,
+    /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
+    mesh_tls: Option<MeshTlsCounters>,
     node_list: Vec<NodeRow>,
     #[serde(flatten)]
     extra: Extra,
@@ -177,7 +189,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         return virtual_time::run(&args, &faults);
     }
     let placement = placement(&args)?;
-    let (broker, mut started) = broker(&args.broker)?;
+    let tls = &args.node.tls;
+    let (broker, host, mut started) = broker(&args.broker, tls)?;
     let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), NodeTiming::fast()),
@@ -189,9 +202,12 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     if let Some(kbps) = args.bandwidth {
         timing.bandwidth_bps = kbps.saturating_mul(1000);
     }
-    let config = args
-        .node
-        .config(&broker.ip().to_string(), broker.port(), node_timing)?;
+    let mesh_tls = match &args.mesh_tls {
+        Some(dir) => Some(MeshTls::load(dir).map_err(|e| anyhow!("--mesh-tls: {e}"))?),
+        None => None,
+    };
+    let config = args.node.config(&host, broker.port(), node_timing)?;
+    let tls_client = tls.client(&host, broker.port())?;
     // Fail at once, with the real reason, when nothing listens there.
     tokio::time::timeout(
         Duration::from_secs(3),
@@ -209,24 +225,23 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         .mqtt_username
         .as_deref()
         .map(|u| (u, args.node.mqtt_password.as_deref().unwrap_or("")));
-    let observer = Observer::start_with_credentials(
+    let observer = Observer::start_secure(
         broker,
         &config.out_prefix,
         &format!("mqttmesh-sim-observer-{}", std::process::id()),
         credentials,
+        tls_client.as_ref(),
     )
     .await
-    .map_err(|e| {
-        anyhow!(
-            "cannot watch the broker at {broker}: {e}; does it need --mqtt-username/--mqtt-password?"
-        )
-    })?;
+    .map_err(|e| crate::tlsflags::explain(&e).context("cannot watch the broker"))?;
     let spec = MeshSpec {
         placement,
         model: Model::default(),
         timing,
         config,
         broker,
+        mqtt_trust: tls.trust()?,
+        mesh_tls: mesh_tls.clone(),
         seed: args.seed,
         publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
         ota: match &args.flash_dir {
@@ -253,6 +268,13 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
         args.topology, args.seed
     );
+    if let Some(tls) = &mesh_tls {
+        eprintln!(
+            "mesh TLS on: {} (fingerprint {})",
+            tls.dir().display(),
+            colon_hex(&tls.fingerprint())
+        );
+    }
 
     let bar = progress_bar(n as u64);
     let formation_deadline = Duration::from_secs(args.formation_timeout);
@@ -345,7 +367,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             duplicates: observer.duplicates(),
         },
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
+        auth_failures: statuses.iter().map(|s| s.counters.auth_failures).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
+        mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
         node_list: rows,
         extra: Extra {
             simulator: None,
@@ -374,6 +398,17 @@ fn finish(report: &Report, args: &SimArgs) -> Result<()> {
         report.messages.delivered,
         report.messages.duplicates,
     );
+    if let Some(c) = &report.mesh_tls {
+        println!(
+            "mesh TLS: {} parent handshakes, {} parents refused (fingerprint), {} failed \
+             handshakes with parents, {} refused connections from children, {} timeouts",
+            c.parent_handshakes,
+            c.parent_pin_mismatches,
+            c.parent_handshake_failures,
+            c.child_handshake_failures,
+            c.handshake_timeouts
+        );
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json)
@@ -414,14 +449,27 @@ enum Started {
     Mosquitto(Mosquitto),
 }
 
-fn broker(spec: &str) -> Result<(SocketAddr, Started)> {
+/// The broker's address, its host name as given (what its certificate must name), and
+/// the broker the sim started, if any.
+fn broker(spec: &str, tls: &crate::tlsflags::TlsFlags) -> Result<(SocketAddr, String, Started)> {
     if spec == "mosquitto" {
+        if tls.is_on() {
+            bail!("--broker mosquitto starts a plain MQTT Mosquitto; for TLS run a TLS broker and pass --broker HOST:PORT");
+        }
         let m = Mosquitto::start().map_err(|e| {
             anyhow!("cannot start Mosquitto for --broker mosquitto: {e}; install it (apt-get install mosquitto) or use --broker embedded")
         })?;
-        return Ok((m.addr(), Started::Mosquitto(m)));
+        let host = m.addr().ip().to_string();
+        return Ok((m.addr(), host, Started::Mosquitto(m)));
     }
     if let Some(port) = spec.strip_prefix("embedded") {
+        if tls.is_on() {
+            bail!(
+                "the embedded broker speaks plain MQTT only; for TLS run a TLS broker (e.g. \
+                 Mosquitto with a `listener 8883` and `certfile`/`keyfile`) and pass --broker \
+                 HOST:PORT"
+            );
+        }
         let port: u16 = match port.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| {
                 anyhow!("--broker {spec:?}: the port after `embedded:` must be a number")
@@ -433,14 +481,17 @@ fn broker(spec: &str) -> Result<(SocketAddr, Started)> {
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).with_context(|| {
                 format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?")
             })?;
-        return Ok((b.addr(), Started::Embedded(b)));
+        return Ok((b.addr(), b.addr().ip().to_string(), Started::Embedded(b)));
     }
-    let addr = spec
+    let (host, port) =
+        crate::brokerflags::split_host_port(spec).map_err(|e| anyhow!("{e} (or `embedded`)"))?;
+    let port = port.unwrap_or(tls.default_port());
+    let addr = (host, port)
         .to_socket_addrs()
-        .with_context(|| format!("--broker {spec:?}: expected `embedded` or HOST:PORT"))?
+        .with_context(|| format!("--broker {spec:?}: cannot resolve {host}"))?
         .next()
         .ok_or_else(|| anyhow!("--broker {spec:?} resolves to no address"))?;
-    Ok((addr, Started::External))
+    Ok((addr, host.to_string(), Started::External))
 }
 
 fn progress_bar(n: u64) -> ProgressBar {

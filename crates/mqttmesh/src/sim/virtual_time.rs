@@ -163,7 +163,9 @@ fn report(
         rejected_joins: (0..n)
             .map(|i| world.node(i).counters().rejected_joins)
             .sum(),
+        auth_failures: (0..n).map(|i| world.node(i).counters().auth_failures).sum(),
         malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
+        mesh_tls: None,
         node_list,
         extra: Extra {
             simulator: Some(VirtualStats {
@@ -182,6 +184,9 @@ fn report(
 
 /// Runs the simulation in virtual time.
 pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
+    if args.mesh_tls.is_some() || args.node.tls.is_on() {
+        bail!("--virtual models neither broker TLS nor mesh TLS (links are not encrypted in virtual time); drop --tls/--mesh-tls or run without --virtual");
+    }
     let placement = super::placement(args)?;
     let n = placement.len();
     for f in faults {

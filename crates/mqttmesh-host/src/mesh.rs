@@ -226,6 +226,17 @@ impl Mesh {
         Ok(())
     }
 
+    /// Takes the router down (every node on it loses its association and its broker
+    /// connection at once) or brings it back.
+    pub fn set_router_up(&self, up: bool) {
+        self.radio.set_router_up(up);
+        if !up {
+            for n in &self.nodes {
+                n.control(Control::RouterLost);
+            }
+        }
+    }
+
     /// Stops or resumes the demo app's publications on every node.
     pub fn set_publishing(&self, on: bool) {
         for n in &self.nodes {

@@ -99,11 +99,20 @@ impl Observer {
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
         let out = out_prefix.to_string();
+        let again = client.clone();
+        let filter = format!("{out_prefix}#");
         let task = tokio::spawn(async move {
             let mut connected = false;
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        // A reconnect after the broker restarted starts a clean session:
+                        // subscribe again (the first subscription is made below).
+                        if lock(&st).subscribed {
+                            let _ = again.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => lock(&st).subscribed = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         record(&st, &out, &p.topic, &p.payload, p.retain)

@@ -56,6 +56,9 @@ pub enum Control {
     Kill,
     /// Stop or resume the demo app's periodic publications.
     Publishing(bool),
+    /// The router vanished: a node on it loses its broker connection, as its WiFi
+    /// association (already ended in the radio) would take the TCP connection with it.
+    RouterLost,
 }
 
 /// What the outside world can see of a node.
@@ -266,6 +269,13 @@ async fn run(
             c = control.recv() => match c {
                 Some(Control::Kill) | None => break,
                 Some(Control::Publishing(on)) => d.app.set_enabled(on),
+                Some(Control::RouterLost) => {
+                    if let Some(s) = d.session.take() {
+                        s.abort();
+                        let now = d.now();
+                        d.node.handle_mqtt_disconnected(now);
+                    }
+                }
             },
             input = rx.recv() => match input {
                 Some(input) => d.handle(input),

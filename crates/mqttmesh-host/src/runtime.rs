@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use mqttmesh_core::link::MAX_FRAME;
-use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent};
+use mqttmesh_core::node::{
+    Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent, PublishError,
+};
 use mqttmesh_core::MsgType;
 use mqttmesh_core::{Config, Instant, Mac};
 use tokio::net::TcpListener;
@@ -56,7 +58,23 @@ pub enum Control {
     Kill,
     /// Stop or resume the demo app's periodic publications.
     Publishing(bool),
+    /// Publish `count` messages of `len` bytes on `<out><ID>/bench` at once, as fast
+    /// as the node accepts them (for benchmarks: `examples/bench_relay.rs`). Each
+    /// payload starts with the node's running message number (8 bytes, big-endian,
+    /// when `len` ≥ 8); the rest is filler. Refused messages are counted in
+    /// `publish_rejected`.
+    Burst {
+        /// Messages to publish.
+        count: u32,
+        /// Payload length, bytes (at most the link's `MAX_PAYLOAD`).
+        len: u16,
+        /// QoS and retain of every message.
+        msg_type: MsgType,
+    },
 }
+
+/// Subtopic of [`Control::Burst`] messages.
+pub const BENCH: &str = "bench";
 
 /// What the outside world can see of a node.
 #[derive(Debug, Clone, Default)]
@@ -203,6 +221,7 @@ struct Driver {
     restart_pending: bool,
     boot_gen: u64,
     tls_counters: MeshTlsCounters,
+    burst_seq: u64,
 }
 
 async fn run(
@@ -248,6 +267,7 @@ async fn run(
         restart_pending: false,
         boot_gen: 0,
         tls_counters: MeshTlsCounters::default(),
+        burst_seq: 0,
     };
     d.arm_trial();
     loop {
@@ -262,6 +282,7 @@ async fn run(
             c = control.recv() => match c {
                 Some(Control::Kill) | None => break,
                 Some(Control::Publishing(on)) => d.app.set_enabled(on),
+                Some(Control::Burst { count, len, msg_type }) => d.burst(count, len, msg_type),
             },
             input = rx.recv() => match input {
                 Some(input) => d.handle(input),
@@ -613,6 +634,24 @@ impl Driver {
                 self.links.retain(|l, _| *l == LinkId::Parent);
             }
             Action::Restart => self.restart(),
+        }
+    }
+
+    /// Publishes a [`Control::Burst`]: when the node's queues fill, drains them into
+    /// the links (or the broker session) and goes on.
+    fn burst(&mut self, count: u32, len: u16, msg_type: MsgType) {
+        let mut payload = vec![b'.'; usize::from(len)];
+        for _ in 0..count {
+            if let Some(seq) = payload.get_mut(..8) {
+                seq.copy_from_slice(&self.burst_seq.to_be_bytes());
+            }
+            self.burst_seq += 1;
+            // A refusal other than a full queue is counted by the node
+            // (`publish_rejected`).
+            if self.node.publish(BENCH, &payload, msg_type) == Err(PublishError::QueueFull) {
+                self.drain();
+                let _ = self.node.publish(BENCH, &payload, msg_type);
+            }
         }
     }
 

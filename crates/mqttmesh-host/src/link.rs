@@ -29,6 +29,9 @@ use crate::topology::SplitMix;
 /// and frames are far below the 16 KiB record limit, so one frame is one record.
 const TLS_RECORD_OVERHEAD: usize = 5 + 1 + 16;
 
+/// Resolution of tokio's timer.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// The byte stream of an open link.
 #[derive(Debug)]
 pub(crate) enum LinkStream {
@@ -178,7 +181,14 @@ impl Tasks {
                 if timing.loss > 0.0 && rng.unit() < timing.loss {
                     at += timing.retransmit_delay;
                 }
-                tokio::time::sleep_until(at).await;
+                // tokio's timer ticks every millisecond and rounds a deadline up to
+                // the next tick, so even a sleep until "now" lasts up to a tick: one
+                // such sleep per frame capped every link at ≈1,000 frames/s whatever
+                // the air time. Frames due within a tick go at once; the air-time
+                // budget still holds on average, as `reserve` keeps advancing.
+                if at > Instant::now() + TIMER_TICK {
+                    tokio::time::sleep_until(at).await;
+                }
                 // TLS buffers records until flushed; for TCP the flush is a no-op.
                 if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
                     return;

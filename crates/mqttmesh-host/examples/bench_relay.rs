@@ -67,7 +67,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Res<Args> {
         sizes: vec![64, 1024],
         seconds: 2.0,
         repeat: 3,
-        window: 500,
+        window: 1000,
         qos: 0,
         realistic: false,
     };

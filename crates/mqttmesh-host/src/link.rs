@@ -34,6 +34,8 @@ const TLS_RECORD_OVERHEAD: usize = 5 + 1 + 16;
 const TIMER_TICK: Duration = Duration::from_millis(1);
 /// Bytes of due frames a link writer gathers into one write.
 const WRITE_BATCH: usize = 16 * 1024;
+/// Bytes a link reader takes per read (a batch of frames; one input to the node task).
+const READ_BUF: usize = 16 * 1024;
 
 /// The byte stream of an open link.
 #[derive(Debug)]
@@ -157,7 +159,7 @@ impl Tasks {
         } = self;
         let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
+            let mut buf = vec![0u8; READ_BUF];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => {
@@ -190,7 +192,7 @@ impl Tasks {
             };
             // A frame taken from the queue but not due yet, with its departure time.
             let mut next: Option<(Instant, Vec<u8>)> = None;
-            let mut out = Vec::with_capacity(WRITE_BATCH);
+            let mut out = Vec::new();
             loop {
                 let (at, frame) = match next.take() {
                     Some(f) => f,

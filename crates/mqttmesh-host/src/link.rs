@@ -32,6 +32,8 @@ const TLS_RECORD_OVERHEAD: usize = 5 + 1 + 16;
 
 /// Resolution of tokio's timer.
 const TIMER_TICK: Duration = Duration::from_millis(1);
+/// Idle air time a radio may catch up on (a token bucket's depth): two timer ticks.
+const AIR_CREDIT: Duration = Duration::from_millis(2);
 /// Bytes of due frames a link writer gathers into one write.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Bytes a link reader takes per read (a batch of frames; one input to the node task).
@@ -73,7 +75,9 @@ impl Airtime {
         }
         let on_air = Duration::from_nanos((bytes as u64 * 8).saturating_mul(1_000_000_000) / bps);
         let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
-        let start = (*next).max(now);
+        // Writers wake up to a timer tick late; air time left idle for up to
+        // AIR_CREDIT may still be used, so that lateness does not cost capacity.
+        let start = (*next).max(now.checked_sub(AIR_CREDIT).unwrap_or(now));
         *next = start + on_air;
         *next
     }

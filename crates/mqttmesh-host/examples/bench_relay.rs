@@ -45,6 +45,9 @@ const OUT: &str = "esp8266-out/";
 const DIRECT_TOPIC: &str = "esp8266-out/D1RECT/bench";
 const FORM: Duration = Duration::from_secs(300);
 const DRAIN: Duration = Duration::from_secs(30);
+/// Link frame bytes around a payload on `<out><ID>/bench`: 2 header, 1 type, 6 fields,
+/// 24 topic (`docs/PROTOCOL.md`).
+const FRAME_OVERHEAD: usize = 2 + 1 + 6 + 24;
 /// Clock ticks per second of `/proc/self/stat` (`getconf CLK_TCK`, 100 on Linux).
 const CLK_TCK: f64 = 100.0;
 
@@ -398,8 +401,10 @@ async fn throughput(a: Args) -> Res<()> {
         a.qos, a.window, a.seconds, a.repeat, bpid
     );
     println!();
-    println!("| payload | depth | direct msg/s | mesh msg/s | mesh MB/s | mesh / direct | CPU µs/msg direct | CPU µs/msg mesh | CPU µs per msg per hop | Mosquitto CPU | lost |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| payload | depth | direct msg/s | mesh msg/s | mesh MB/s | mesh / direct | air-time bound msg/s | CPU µs/msg direct | CPU µs/msg mesh | CPU µs per msg per hop | Mosquitto CPU | lost |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // (depth, CPU s/msg of the mesh) per payload size, for the slope.
+    let mut cpu: Vec<(u16, Vec<(f64, f64)>)> = a.sizes.iter().map(|&s| (s, Vec::new())).collect();
     for (di, &depth) in a.depths.iter().enumerate() {
         let mesh = form(addr, topology::line(depth), timing, 100 + di as u64).await?;
         let leaf = depth - 1;
@@ -430,8 +435,20 @@ async fn throughput(a: Args) -> Res<()> {
             let _ = dclient.disconnect().await;
             let (d, m) = (summarize(&d), summarize(&m));
             let per_hop = (m.cpu_per_msg - d.cpu_per_msg) / depth as f64;
+            if let Some((_, v)) = cpu.iter_mut().find(|(s, _)| *s == len) {
+                v.push((depth as f64, m.cpu_per_msg));
+            }
+            // Each radio on the path sends every message once: the leaf's and each
+            // relay's (the root's broker session is not on the air).
+            let bound = match (a.realistic, depth) {
+                (true, 2..) => {
+                    let frame = FRAME_OVERHEAD + usize::from(len);
+                    format!("{:.0}", timing.bandwidth_bps as f64 / 8.0 / frame as f64)
+                }
+                _ => "—".into(),
+            };
             println!(
-                "| {len} B | {depth} | {:.0} | {:.0} | {:.2} | {:.0} % | {:.1} | {:.1} | {:.1} | {:.0} % | {} |",
+                "| {len} B | {depth} | {:.0} | {:.0} | {:.2} | {:.0} % | {bound} | {:.1} | {:.1} | {:.1} | {:.0} % | {} |",
                 d.msgs_per_s,
                 m.msgs_per_s,
                 m.bytes_per_s / 1e6,
@@ -453,7 +470,31 @@ async fn throughput(a: Args) -> Res<()> {
         }
         drop(mesh);
     }
+    println!();
+    for (len, points) in &cpu {
+        if let Some(slope) = slope(points) {
+            println!(
+                "{len} B: the mesh's CPU per message grows by {:.2} µs per extra hop (least squares over depths {:?}).",
+                slope * 1e6,
+                a.depths
+            );
+        }
+    }
     Ok(())
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
 }
 
 fn rss_kib() -> u64 {

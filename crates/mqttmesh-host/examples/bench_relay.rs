@@ -344,8 +344,8 @@ fn radio_timing(realistic: bool) -> Timing {
     }
 }
 
-async fn form(broker: SocketAddr, placement: Placement, timing: Timing, seed: u64) -> Res<Mesh> {
-    let mesh = Mesh::start(MeshSpec {
+fn spec(broker: SocketAddr, placement: Placement, timing: Timing, seed: u64) -> MeshSpec {
+    MeshSpec {
         placement,
         model: Model::default(),
         timing,
@@ -356,9 +356,13 @@ async fn form(broker: SocketAddr, placement: Placement, timing: Timing, seed: u6
         publish_interval: Duration::ZERO,
         ota: None,
         firmware_ids: Vec::new(),
-    })
-    .await
-    .map_err(|e| format!("nodes did not start: {e}"))?;
+    }
+}
+
+async fn form(broker: SocketAddr, placement: Placement, timing: Timing, seed: u64) -> Res<Mesh> {
+    let mesh = Mesh::start(spec(broker, placement, timing, seed))
+        .await
+        .map_err(|e| format!("nodes did not start: {e}"))?;
     if !mesh.wait_for(FORM, |m| m.all_online()).await {
         return Err(format!(
             "the mesh did not form in {FORM:?}:\n{}",
@@ -513,8 +517,20 @@ async fn memory(n: usize) -> Res<()> {
     let broker = Mosquitto::start().map_err(|e| format!("mosquitto: {e}"))?;
     let before = rss_kib();
     let t = Instant::now();
-    let mesh = form(broker.addr(), topology::grid(n), radio_timing(false), 7).await?;
-    let formed = t.elapsed();
+    // Random placement (as `mqttmesh sim --topology random`): a square grid of 1,000
+    // nodes with the router at a corner is deeper than the default `max_depth`.
+    let mesh = Mesh::start(spec(
+        broker.addr(),
+        topology::random(n, 7),
+        radio_timing(false),
+        7,
+    ))
+    .await
+    .map_err(|e| format!("nodes did not start: {e}"))?;
+    let formed = mesh
+        .wait_for(Duration::from_secs(240), |m| m.all_online())
+        .await;
+    let took = t.elapsed();
     let after = rss_kib();
     let depth = mesh
         .statuses()
@@ -522,9 +538,14 @@ async fn memory(n: usize) -> Res<()> {
         .filter_map(|s| s.depth)
         .max()
         .unwrap_or(0);
+    let online = mesh.online();
     println!(
-        "| {n} | {depth} | {:.1} s | {:.1} MiB | {:.1} MiB | {:.0} KiB |",
-        formed.as_secs_f64(),
+        "| {n} | {online} | {depth} | {} | {:.1} MiB | {:.1} MiB | {:.0} KiB |",
+        if formed {
+            format!("{:.1} s", took.as_secs_f64())
+        } else {
+            format!("not all online after {:.0} s", took.as_secs_f64())
+        },
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         (after.saturating_sub(before)) as f64 / n as f64

@@ -550,6 +550,10 @@ async fn memory(n: usize) -> Res<()> {
         after as f64 / 1024.0,
         (after.saturating_sub(before)) as f64 / n as f64
     );
+    println!(
+        "<!-- of which the core Node value itself (fixed-capacity queues, no heap): {} KiB -->",
+        std::mem::size_of::<mqttmesh_core::node::Node>() / 1024
+    );
     Ok(())
 }
 

@@ -351,6 +351,7 @@ fn spec(broker: SocketAddr, placement: Placement, timing: Timing, seed: u64) -> 
         timing,
         config: config(broker),
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed,
         publish_interval: Duration::ZERO,

@@ -56,6 +56,9 @@ pub enum Control {
     Kill,
     /// Stop or resume the demo app's periodic publications.
     Publishing(bool),
+    /// The router vanished: a node on it loses its broker connection, as its WiFi
+    /// association (already ended in the radio) would take the TCP connection with it.
+    RouterLost,
     /// Publish `count` messages of `len` bytes on `<out><ID>/bench` at once, as fast
     /// as the node accepts them (for benchmarks: `examples/bench_relay.rs`). Each
     /// payload starts with the node's running message number (8 bytes, big-endian,
@@ -103,6 +106,8 @@ pub struct NodeStatus {
     pub restarts: u64,
     /// Version the node runs (from its image, or the configured one).
     pub firmware_version: String,
+    /// Why the last broker session failed or ended, until the next one is up.
+    pub broker_error: Option<String>,
     /// Mesh TLS handshakes and refusals (all zero with mesh TLS off).
     pub mesh_tls: MeshTlsCounters,
 }
@@ -120,6 +125,8 @@ pub struct NodeSpec {
     pub seed: u64,
     /// Broker address (reachable only through the router).
     pub broker: SocketAddr,
+    /// TLS to the broker, made from `config.mqtt_tls` (`None`: plain MQTT).
+    pub mqtt_tls: Option<crate::mqtt_tls::ClientTls>,
     /// TLS on mesh links (`None`: plain TCP).
     pub mesh_tls: Option<MeshTls>,
     /// Demo-app publication interval.
@@ -280,6 +287,13 @@ async fn run(
             c = control.recv() => match c {
                 Some(Control::Kill) | None => break,
                 Some(Control::Publishing(on)) => d.app.set_enabled(on),
+                Some(Control::RouterLost) => {
+                    if let Some(s) = d.session.take() {
+                        s.abort();
+                        let now = d.now();
+                        d.node.handle_mqtt_disconnected(now);
+                    }
+                }
                 Some(Control::Burst { count, len, msg_type }) => d.burst(count, len, msg_type),
             },
             input = rx.recv() => match input {
@@ -374,7 +388,10 @@ impl Driver {
             }
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
             {
-                MqttInput::Connected => self.node.handle_mqtt_connected(now),
+                MqttInput::Connected => {
+                    lock(&self.status).broker_error = None;
+                    self.node.handle_mqtt_connected(now)
+                }
                 MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
                 }
@@ -383,6 +400,7 @@ impl Driver {
                 }
                 MqttInput::Disconnected(why) => {
                     tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "broker session: {why}");
+                    lock(&self.status).broker_error = Some(why);
                     self.session = None;
                     self.node.handle_mqtt_disconnected(now);
                 }
@@ -549,11 +567,10 @@ impl Driver {
             } => {
                 let gen = self.next_gen();
                 if self.radio.broker_reachable(index) {
-                    let broker = self.spec.broker;
                     self.session = Some(Session::open(
                         &self.spec.config,
-                        &broker.ip().to_string(),
-                        broker.port(),
+                        self.spec.broker,
+                        self.spec.mqtt_tls.as_ref(),
                         &client_id,
                         &will_topic,
                         gen,

@@ -220,6 +220,11 @@ impl Mesh {
         self.nodes[i].control(Control::Kill);
     }
 
+    /// Sends a control command to node `i` (see [`Control`]).
+    pub fn control(&self, i: usize, c: Control) {
+        self.nodes[i].control(c);
+    }
+
     /// Starts node `i` again after [`Mesh::kill`], as after a power cycle.
     pub async fn revive(&mut self, i: usize) -> std::io::Result<()> {
         self.nodes[i] = self.spawn(i).await?;

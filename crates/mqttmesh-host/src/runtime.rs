@@ -59,7 +59,23 @@ pub enum Control {
     /// The router vanished: a node on it loses its broker connection, as its WiFi
     /// association (already ended in the radio) would take the TCP connection with it.
     RouterLost,
+    /// Publish `count` messages of `len` bytes on `<out><ID>/bench` at once, as fast
+    /// as the node accepts them (for benchmarks: `examples/bench_relay.rs`). Each
+    /// payload starts with the node's running message number (8 bytes, big-endian,
+    /// when `len` ≥ 8); the rest is filler. Refused messages are counted in
+    /// `publish_rejected`.
+    Burst {
+        /// Messages to publish.
+        count: u32,
+        /// Payload length, bytes (at most the link's `MAX_PAYLOAD`).
+        len: u16,
+        /// QoS and retain of every message.
+        msg_type: MsgType,
+    },
 }
+
+/// Subtopic of [`Control::Burst`] messages.
+pub const BENCH: &str = "bench";
 
 /// What the outside world can see of a node.
 #[derive(Debug, Clone, Default)]
@@ -210,6 +226,7 @@ struct Driver {
     restart_pending: bool,
     boot_gen: u64,
     tls_counters: MeshTlsCounters,
+    burst_seq: u64,
 }
 
 async fn run(
@@ -255,6 +272,7 @@ async fn run(
         restart_pending: false,
         boot_gen: 0,
         tls_counters: MeshTlsCounters::default(),
+        burst_seq: 0,
     };
     d.arm_trial();
     loop {
@@ -276,6 +294,7 @@ async fn run(
                         d.node.handle_mqtt_disconnected(now);
                     }
                 }
+                Some(Control::Burst { count, len, msg_type }) => d.burst(count, len, msg_type),
             },
             input = rx.recv() => match input {
                 Some(input) => d.handle(input),
@@ -630,6 +649,21 @@ impl Driver {
                 self.links.retain(|l, _| *l == LinkId::Parent);
             }
             Action::Restart => self.restart(),
+        }
+    }
+
+    /// Publishes a [`Control::Burst`], draining after each publication as the run-loop
+    /// contract asks (so the node's queues never fill).
+    fn burst(&mut self, count: u32, len: u16, msg_type: MsgType) {
+        let mut payload = vec![b'.'; usize::from(len)];
+        for _ in 0..count {
+            if let Some(seq) = payload.get_mut(..8) {
+                seq.copy_from_slice(&self.burst_seq.to_be_bytes());
+            }
+            self.burst_seq += 1;
+            // A refusal is counted by the node (`publish_rejected`).
+            let _ = self.node.publish(BENCH, &payload, msg_type);
+            self.drain();
         }
     }
 

@@ -596,8 +596,12 @@ impl Node {
         self.handle_link_closed(now, link);
     }
 
+    /// Room for what one more inbound frame can produce: relays and actions, and one
+    /// application event (a full event queue drops its oldest event).
     fn has_headroom(&self) -> bool {
-        QUEUE_LEN - self.actions.len() >= HEADROOM && QUEUE_LEN - self.transmits.len() >= HEADROOM
+        QUEUE_LEN - self.actions.len() >= HEADROOM
+            && QUEUE_LEN - self.transmits.len() >= HEADROOM
+            && !self.events.is_full()
     }
 
     /// Queues a frame for `link`. Fails (and counts) when the queue is full.

@@ -54,7 +54,7 @@ impl Writer<'_> {
 const _: () = assert!(17 + MAX_ID_LEN + MAX_FIRMWARE_VERSION_LEN <= MAX_BODY);
 const _: () = assert!(2 + MAX_PATH * (1 + MAX_ID_LEN) <= MAX_BODY);
 const _: () = assert!(MAX_PATH <= u8::MAX as usize);
-const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + 16 <= MAX_BODY);
+const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + MAX_ID_LEN + 16 <= MAX_BODY);
 
 impl Frame<'_> {
     /// The frame type code (see [`code`]).
@@ -65,6 +65,9 @@ impl Frame<'_> {
             Frame::JoinReject { .. } => code::JOIN_REJECT,
             Frame::Publish { .. } => code::PUBLISH,
             Frame::Deliver { .. } => code::DELIVER,
+            Frame::Ack { .. } => code::ACK,
+            Frame::Hold => code::HOLD,
+            Frame::Resume { .. } => code::RESUME,
             Frame::KeepAlive => code::KEEPALIVE,
             Frame::KeepAliveAck => code::KEEPALIVE_ACK,
             Frame::Leave { .. } => code::LEAVE,
@@ -82,17 +85,24 @@ impl Frame<'_> {
             Frame::JoinRequest(j) => 16usize
                 .saturating_add(j.node_id.len())
                 .saturating_add(j.firmware_version.len()),
-            Frame::JoinAccept { path } => path
+            Frame::JoinAccept { path } | Frame::Resume { path } => path
                 .iter()
                 .fold(1, |n: usize, id| n.saturating_add(1 + id.as_str().len())),
             Frame::JoinReject { .. } | Frame::Leave { .. } => 1,
-            Frame::Publish { topic, payload, .. } => 6usize
+            Frame::Publish {
+                topic,
+                payload,
+                origin,
+                ..
+            } => 7usize
+                .saturating_add(origin.len())
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
             Frame::Deliver { topic, payload } => 3usize
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
-            Frame::KeepAlive | Frame::KeepAliveAck => 0,
+            Frame::Ack { origin, .. } => 3usize.saturating_add(origin.len()),
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => 0,
         };
         fields.saturating_add(1)
     }
@@ -105,12 +115,25 @@ impl Frame<'_> {
                 check_node_id(j.node_id)?;
                 check_max(j.firmware_version.len(), MAX_FIRMWARE_VERSION_LEN)
             }
-            Frame::Publish { topic, payload, .. } | Frame::Deliver { topic, payload } => {
+            Frame::Publish {
+                topic,
+                payload,
+                origin,
+                ..
+            } => {
+                check_node_id(origin)?;
                 check_topic(topic)?;
                 check_max(payload.len(), MAX_PAYLOAD)
             }
+            Frame::Deliver { topic, payload } => {
+                check_topic(topic)?;
+                check_max(payload.len(), MAX_PAYLOAD)
+            }
+            Frame::Ack { origin, .. } => check_node_id(origin).map(|_| ()),
             // Path length and node IDs are guaranteed by their types.
             Frame::JoinAccept { .. }
+            | Frame::Resume { .. }
+            | Frame::Hold
             | Frame::JoinReject { .. }
             | Frame::Leave { .. }
             | Frame::KeepAlive
@@ -147,7 +170,7 @@ impl Frame<'_> {
                 w.str8(j.firmware_version)?;
                 w.u8(j.subtree_height)
             }
-            Frame::JoinAccept { path } => {
+            Frame::JoinAccept { path } | Frame::Resume { path } => {
                 let count = u8::try_from(path.len()).map_err(|_| EncodeError::FieldTooLong)?;
                 w.u8(count)?;
                 path.iter().try_for_each(|id| w.str8(id.as_str()))
@@ -155,11 +178,13 @@ impl Frame<'_> {
             Frame::JoinReject { reason } | Frame::Leave { reason } => w.u8(*reason as u8),
             Frame::Publish {
                 id,
+                origin,
                 msg_type,
                 topic,
                 payload,
             } => {
                 w.u16(*id)?;
+                w.str8(origin)?;
                 w.u8(msg_type.to_u8())?;
                 w.str8(topic)?;
                 w.payload(payload)
@@ -168,7 +193,11 @@ impl Frame<'_> {
                 w.str8(topic)?;
                 w.payload(payload)
             }
-            Frame::KeepAlive | Frame::KeepAliveAck => Ok(()),
+            Frame::Ack { origin, id } => {
+                w.str8(origin)?;
+                w.u16(*id)
+            }
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => Ok(()),
         }
     }
 }
@@ -213,6 +242,7 @@ mod tests {
         let payload = [0xaa; MAX_PAYLOAD];
         let frame = Frame::Publish {
             id: 0,
+            origin: "ABCDEFGHIJKLMNOPQRSTUVWX",
             msg_type: MsgType::RetainedQos2,
             topic,
             payload: &payload,

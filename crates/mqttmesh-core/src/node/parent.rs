@@ -13,6 +13,11 @@ impl Node {
             (State::Mesh, Frame::Deliver { topic, payload }) => {
                 self.on_downstream(now, topic, payload)
             }
+            // Sent before the parent noticed its loss: nowhere to act on it now.
+            (State::Held, Frame::Deliver { .. }) => {}
+            (State::Mesh | State::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
+            (State::Mesh | State::Held, Frame::Hold) => self.on_hold(now),
+            (State::Held, Frame::Resume { path }) => self.on_resume(now, path),
             (_, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Parent, &Frame::KeepAliveAck);
             }
@@ -49,7 +54,7 @@ impl Node {
             );
             let _ = self.push_action(super::Action::CloseLink(LinkId::Parent));
             self.on_parent_closed(now);
-        } else if self.state == State::Mesh
+        } else if matches!(self.state, State::Mesh | State::Held)
             && now >= self.parent.last_tx + timing.keepalive_interval
         {
             // Only once joined: until its answer, a joining child sends nothing but its
@@ -68,6 +73,9 @@ pub(super) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::JoinReject { .. } => "JoinReject",
         Frame::Publish { .. } => "Publish",
         Frame::Deliver { .. } => "Deliver",
+        Frame::Ack { .. } => "Ack",
+        Frame::Hold => "Hold",
+        Frame::Resume { .. } => "Resume",
         Frame::KeepAlive => "KeepAlive",
         Frame::KeepAliveAck => "KeepAliveAck",
         Frame::Leave { .. } => "Leave",

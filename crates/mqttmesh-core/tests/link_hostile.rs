@@ -38,12 +38,14 @@ fn fixtures() -> Vec<Vec<u8>> {
         },
         Frame::Publish {
             id: 7,
+            origin: "00A1B2",
             msg_type: MsgType::RetainedQos1,
             topic: "m/out/00A1B2/ü",
             payload: &[0, 1, 2, 0xff],
         },
         Frame::Publish {
             id: 0xffff,
+            origin: "ABCDEFGHIJKLMNOPQRSTUVWX",
             msg_type: MsgType::Qos2,
             topic: &topic,
             payload: &payload,
@@ -173,13 +175,17 @@ fn every_bad_header_is_refused_before_the_body() {
 #[test]
 fn decoy_lengths_never_read_out_of_bounds() {
     // Each length field at its maximum encodable value, with no data behind it.
-    let cases: [&[u8]; 8] = [
+    let cases: [&[u8]; 12] = [
         &[0x01, 1, 0, 0, 0, 0, 0xff],
         &[0x01, 1, 0, 0, 0, 0, 1, b'A', 0, 0, 0, 0, 0, 0, 0, 0, 0xff],
         &[0x02, 0xff],
         &[0x02, 1, 0xff],
-        &[0x10, 0, 0, 0, 0xff],
-        &[0x10, 0, 0, 0, 1, b't', 0xff, 0xff],
+        &[0x10, 0, 0, 0xff],
+        &[0x10, 0, 0, 1, b'A', 0, 0xff],
+        &[0x10, 0, 0, 1, b'A', 0, 1, b't', 0xff, 0xff],
+        &[0x12, 0xff],
+        &[0x14, 0xff],
+        &[0x14, 1, 0xff],
         &[0x11, 0xff],
         &[0x11, 1, b't', 0xff, 0xff],
     ];

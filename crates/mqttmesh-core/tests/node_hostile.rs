@@ -44,6 +44,7 @@ fn short_timing() -> Timing {
         link_timeout: Duration::from_secs(9),
         retry_backoff: Duration::from_millis(500),
         mqtt_keepalive: Duration::from_secs(10),
+        uplink_grace: Duration::ZERO,
     }
 }
 
@@ -103,6 +104,7 @@ fn join_request(id: &str, version: u8, mesh_tag: u32) -> Vec<u8> {
 fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     encode(&Frame::Publish {
         id: 0,
+        origin: CULPRIT,
         msg_type: MsgType::Qos1,
         topic,
         payload,
@@ -416,7 +418,12 @@ fn allowed(joined: bool, frame: &Frame<'_>) -> bool {
         Frame::JoinRequest(_) => !joined,
         Frame::Leave { .. } => true,
         Frame::Publish { .. } | Frame::KeepAlive | Frame::KeepAliveAck => joined,
-        Frame::JoinAccept { .. } | Frame::JoinReject { .. } | Frame::Deliver { .. } => false,
+        Frame::JoinAccept { .. }
+        | Frame::JoinReject { .. }
+        | Frame::Deliver { .. }
+        | Frame::Ack { .. }
+        | Frame::Hold
+        | Frame::Resume { .. } => false,
     }
 }
 

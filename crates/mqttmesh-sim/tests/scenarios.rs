@@ -30,6 +30,7 @@ fn timing() -> Timing {
         link_timeout: secs(3),
         retry_backoff: ms(500),
         mqtt_keepalive: secs(10),
+        uplink_grace: Duration::ZERO,
     }
 }
 

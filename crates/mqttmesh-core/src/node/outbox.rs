@@ -36,7 +36,7 @@ pub const RECENT_LEN: usize = 64;
 /// Retry delay when the transmit or action queue had no room.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 /// Free queue slots kept for everything else when flushing the outbox.
-const FLUSH_RESERVE: usize = super::HEADROOM;
+const FLUSH_RESERVE: usize = super::CHILD_SLOTS + 4;
 
 /// One unacknowledged message.
 #[derive(Debug)]

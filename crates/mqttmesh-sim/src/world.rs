@@ -100,6 +100,8 @@ pub struct World {
     /// AP MAC → node (fixed per node: chip ID and mesh password).
     pub(crate) by_bssid: BTreeMap<Mac, NodeIdx>,
     pub(crate) steps: u64,
+    /// Bumped by [`World::broker_restart`]: publications in flight before are lost.
+    pub(crate) broker_epoch: u64,
 }
 
 impl World {
@@ -147,6 +149,7 @@ impl World {
             dropped: 0,
             by_bssid: BTreeMap::new(),
             steps: 0,
+            broker_epoch: 0,
         }
     }
 

@@ -192,8 +192,9 @@ impl Node {
             if let Ok(topic) =
                 crate::topic::out_node(&self.config.out_prefix, &id, Info::Available.subtopic())
             {
-                let _ =
-                    self.publish_topic(&topic, super::OFFLINE.as_bytes(), MsgType::RetainedQos1);
+                // Untracked (never re-sent later): a delayed `offline` could overwrite the
+                // `online` the child announces meanwhile through another parent.
+                let _ = self.send_up(&topic, super::OFFLINE.as_bytes(), MsgType::RetainedQos1);
             }
         }
     }

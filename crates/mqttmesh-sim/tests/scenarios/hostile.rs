@@ -80,6 +80,7 @@ fn malformed_frames_close_the_link_and_are_counted() {
     let probe = w.connect_probe(0);
     let publish = encode(&Frame::Publish {
         id: 0,
+        origin: "EVIL",
         msg_type: MsgType::Qos0,
         topic: "esp8266-out/evil",
         payload: b"x",

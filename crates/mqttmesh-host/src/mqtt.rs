@@ -3,12 +3,22 @@
 //! The node asks for a session with `Action::ConnectMqtt`; this module opens it with the
 //! node's last will, forwards connection changes and messages into the node task as
 //! [`Input::Mqtt`], and carries subscriptions and publications out.
+//!
+//! Acknowledgements: rumqttc reports no request handle for a publish, but its event
+//! loop takes requests in the order they were queued and reports each QoS ≥ 1 one as
+//! `Outgoing::Publish(pkid)` in that order (after an `Outgoing::AwaitAck(pkid)` when its
+//! packet ID was still in use). [`Acks`] pairs the node's tokens with packet IDs by
+//! that order and turns each `PubAck` (`PubComp` for QoS 2) back into its token. The
+//! session never reconnects by itself (a failed poll ends it), so no request is
+//! replayed out of order.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mqttmesh_core::node::Publish;
 use mqttmesh_core::Config;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, NetworkOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -20,6 +30,51 @@ pub(crate) struct Session {
     pub gen: u64,
     client: AsyncClient,
     task: JoinHandle<()>,
+    acks: Arc<Mutex<Acks>>,
+}
+
+/// Tokens of QoS ≥ 1 publications, from request order to packet ID to PUBACK.
+#[derive(Debug, Default)]
+struct Acks {
+    /// Queued towards the event loop, not yet given a packet ID (`None`: untracked).
+    queued: VecDeque<Option<u32>>,
+    /// A publication waiting on a packet ID still in use (rumqttc's collision).
+    collided: Option<(u16, Option<u32>)>,
+    /// Sent, by packet ID.
+    sent: HashMap<u16, u32>,
+}
+
+impl Acks {
+    fn on_event(&mut self, event: &Event) -> Option<u32> {
+        match event {
+            Event::Outgoing(Outgoing::Publish(0)) => None, // QoS 0
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                self.collided = Some((*pkid, self.queued.pop_front().flatten()));
+                None
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let token = match self.collided.take() {
+                    Some((p, token)) if p == *pkid => token,
+                    other => {
+                        self.collided = other;
+                        self.queued.pop_front().flatten()
+                    }
+                };
+                if let Some(token) = token {
+                    self.sent.insert(*pkid, token);
+                }
+                None
+            }
+            Event::Incoming(Packet::PubAck(ack)) => self.sent.remove(&ack.pkid),
+            Event::Incoming(Packet::PubComp(ack)) => self.sent.remove(&ack.pkid),
+            _ => None,
+        }
+    }
+}
+
+fn lock(acks: &Mutex<Acks>) -> MutexGuard<'_, Acks> {
+    // A panic elsewhere while holding the lock leaves plain data behind: use it.
+    acks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Requests queued towards rumqttc before it pushes back.
@@ -54,6 +109,8 @@ impl Session {
             options.set_credentials(user.as_str(), pass);
         }
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+        let acks = Arc::new(Mutex::new(Acks::default()));
+        let loop_acks = acks.clone();
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(5);
@@ -70,7 +127,17 @@ impl Session {
                             return;
                         }
                     }
-                    Ok(_) => {}
+                    Ok(event) => {
+                        let acked = lock(&loop_acks).on_event(&event);
+                        if let Some(token) = acked {
+                            if inputs
+                                .send(Input::Mqtt(gen, MqttInput::Acked(token)))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(target: "mqttmesh::mqtt", "session {gen} ended: {e}");
                         let _ =
@@ -80,7 +147,12 @@ impl Session {
                 }
             }
         });
-        Session { gen, client, task }
+        Session {
+            gen,
+            client,
+            task,
+            acks,
+        }
     }
 
     /// Subscribes with QoS 1.
@@ -95,14 +167,25 @@ impl Session {
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
-        self.client
+        // Queued under the lock, so the event loop cannot report this publication
+        // before its token is in line.
+        let mut acks = lock(&self.acks);
+        if qos != QoS::AtMostOnce {
+            acks.queued.push_back(p.token);
+        }
+        let ok = self
+            .client
             .try_publish(
                 p.topic.as_str(),
                 qos,
                 p.msg_type.retain(),
                 p.payload.to_vec(),
             )
-            .is_ok()
+            .is_ok();
+        if !ok && qos != QoS::AtMostOnce {
+            acks.queued.pop_back();
+        }
+        ok
     }
 
     /// Ends the session cleanly (no last will).

@@ -44,6 +44,8 @@ pub(crate) enum MqttInput {
     /// Topic, payload, retain flag.
     Message(String, Vec<u8>, bool),
     Disconnected(String),
+    /// The broker acknowledged the publication of this token.
+    Acked(u32),
 }
 
 /// Control of a running node.
@@ -341,6 +343,7 @@ impl Driver {
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
             {
                 MqttInput::Connected => self.node.handle_mqtt_connected(now),
+                MqttInput::Acked(token) => self.node.handle_mqtt_acked(now, token),
                 MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
                 }

@@ -99,6 +99,8 @@ fn hold_off(w: &mut World, idxs: &[usize]) {
     }
 }
 
+#[path = "scenarios/delivery.rs"]
+mod delivery;
 #[path = "scenarios/faults.rs"]
 mod faults;
 #[path = "scenarios/formation.rs"]

@@ -5,7 +5,7 @@ use core::fmt::Write as _;
 
 use heapless::{String, Vec};
 
-use super::{Action, Event, Level, Node, OtaExchange, State};
+use super::{Action, Event, Level, Node, OtaExchange, PublishError, State};
 use crate::link::{Frame, MAX_PAYLOAD};
 use crate::time::Instant;
 use crate::topic::{self, Incoming, Info, MsgType, Topic};
@@ -170,11 +170,20 @@ impl Node {
     /// Publishes `info/available = online` again (see `go_online`).
     pub(super) fn reassert_online(&mut self) {
         if self.connected() {
-            let _ = self.publish(
-                Info::Available.subtopic(),
-                ONLINE.as_bytes(),
-                MsgType::RetainedQos1,
-            );
+            let _ = self.publish_state(Info::Available.subtopic(), ONLINE.as_bytes());
+        }
+    }
+
+    /// A retained QoS 1 `info/*` value: through the outbox, or, when the application
+    /// filled it, sent once untracked (as the original did) rather than not at all.
+    fn publish_state(&mut self, subtopic: &str, value: &[u8]) -> Result<(), PublishError> {
+        match self.publish(subtopic, value, MsgType::RetainedQos1) {
+            Err(PublishError::OutboxFull) => {
+                let topic = topic::out_node(&self.config.out_prefix, &self.id, subtopic)
+                    .map_err(|_| PublishError::BadTopic)?;
+                self.send_up(&topic, value, MsgType::RetainedQos1)
+            }
+            other => other,
         }
     }
 
@@ -204,7 +213,7 @@ impl Node {
                     None => Ok(()),
                 },
             };
-            if let Err(e) = self.publish(info.subtopic(), value.as_bytes(), MsgType::RetainedQos1) {
+            if let Err(e) = self.publish_state(info.subtopic(), value.as_bytes()) {
                 self.log(
                     Level::Warn,
                     format_args!("cannot publish {}: {e}", info.subtopic()),

@@ -355,6 +355,8 @@ impl Node {
         self.counters.connects += 1;
         let depth = self.path.len();
         self.log(Level::Info, format_args!("online at depth {depth}"));
+        // Whatever was not acknowledged goes again, on the new path or session.
+        self.outbox.all_due(now);
         self.publish_info(now);
         // Whoever held our previous link (a parent, or the broker for a root) may still
         // declare us `offline` once it notices that link is dead, up to one link timeout
@@ -392,7 +394,6 @@ impl Node {
             });
             self.ap_open = true;
         }
-        self.outbox.all_due(now);
         self.flush_outbox();
     }
 

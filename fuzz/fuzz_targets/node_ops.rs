@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
             link_timeout: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(700),
             mqtt_keepalive: Duration::from_secs(10),
+            uplink_grace: Duration::from_secs(5),
         })
         .build()
         .expect("valid fuzz config");
@@ -66,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         children: Vec::new(),
         pending: None,
         ap_open: false,
+        tokens: Vec::new(),
     };
     h.drain();
     h.check();
@@ -118,6 +120,8 @@ enum Pending {
 
 struct Harness {
     node: Node,
+    /// Tokens of publications not yet acknowledged.
+    tokens: Vec<u32>,
     now: Instant,
     children: Vec<LinkId>,
     pending: Option<Pending>,
@@ -151,7 +155,16 @@ impl Harness {
                 };
                 self.node.handle_associated(now, bssid, result);
             }
-            4 => self.node.handle_mqtt_connected(now),
+            4 => {
+                // Connect, or acknowledge a publication the broker may have taken.
+                if self.tokens.is_empty() || input.byte().unwrap_or(0) % 2 == 0 {
+                    self.node.handle_mqtt_connected(now)
+                } else {
+                    let i = usize::from(input.byte().unwrap_or(0)) % self.tokens.len();
+                    let token = self.tokens.swap_remove(i);
+                    self.node.handle_mqtt_acked(now, token);
+                }
+            }
             5 => self.node.handle_mqtt_disconnected(now),
             6 => {
                 let n = usize::from(input.byte().unwrap_or(0));
@@ -306,9 +319,12 @@ impl Harness {
                 Action::Associate { bssid, .. } => self.pending = Some(Pending::Associate(bssid)),
                 Action::ConnectMqtt { .. } => self.pending = Some(Pending::Mqtt),
                 Action::OpenParentLink => self.pending = Some(Pending::ParentLink),
-                Action::OpenAp { .. } => {
-                    assert!(!self.ap_open, "OpenAp while open");
-                    self.ap_open = true;
+                // Again while open: a beacon update for children kept through a hold.
+                Action::OpenAp { .. } => self.ap_open = true,
+                Action::Publish(p) => {
+                    if let Some(token) = p.token {
+                        self.tokens.push(token);
+                    }
                 }
                 Action::CloseAp => {
                     assert!(self.ap_open, "CloseAp while closed");
@@ -395,7 +411,7 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
 /// A valid frame (or nothing, if the fuzzer's fields are refused by the encoder).
 fn frame(input: &mut Input<'_>) -> Vec<u8> {
     let payload = vec![0x5a; usize::from(input.byte().unwrap_or(0))];
-    match input.byte().unwrap_or(0) % 8 {
+    match input.byte().unwrap_or(0) % 11 {
         0 => {
             let flags = input.byte().unwrap_or(0);
             encode(&Frame::JoinRequest(JoinRequest {
@@ -423,7 +439,8 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             reason: input.reason(),
         }),
         3 => encode(&Frame::Publish {
-            id: 0,
+            id: input.u16(),
+            origin: input.pick(&IDS),
             msg_type: MsgType::Qos1,
             topic: input.pick(&TOPICS),
             payload: &payload,
@@ -433,6 +450,18 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             payload: &payload,
         }),
         5 => encode(&Frame::KeepAlive),
+        7 => encode(&Frame::Ack {
+            origin: input.pick(&IDS),
+            id: input.u16(),
+        }),
+        8 => encode(&Frame::Hold),
+        9 => {
+            let n = usize::from(input.byte().unwrap_or(0) % 4);
+            let path = (0..n)
+                .map(|_| NodeId::new(input.pick(&IDS[1..])).expect("valid ID"))
+                .collect();
+            encode(&Frame::Resume { path })
+        }
         6 => encode(&Frame::KeepAliveAck),
         _ => encode(&Frame::Leave {
             reason: input.reason(),

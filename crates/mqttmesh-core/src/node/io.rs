@@ -78,7 +78,9 @@ pub enum Action {
     /// Close a link (after writing what is queued for it).
     CloseLink(LinkId),
     /// Start our hidden AP and serve the mesh port; report children with
-    /// [`Node::handle_child_connected`].
+    /// [`Node::handle_child_connected`]. When the AP is already up (children kept
+    /// through an uplink loss), update its beacon (depth, channel) and keep its
+    /// stations and links.
     OpenAp {
         /// Hidden SSID.
         ssid: String<32>,

@@ -131,6 +131,9 @@ pub struct Node {
     parent: ParentLink,
     children: [Child; CHILD_SLOTS],
     ap_open: bool,
+    /// Whether the runtime's AP is up (`OpenAp` sent, no `CloseAp` since): it stays up
+    /// for kept children while `ap_open` refuses new ones.
+    ap_up: bool,
     /// While recovering from an uplink loss with children kept (or while held by our
     /// parent): when the grace period ends.
     grace_until: Option<Instant>,
@@ -192,6 +195,7 @@ impl Node {
             parent: ParentLink::default(),
             children: Default::default(),
             ap_open: false,
+            ap_up: false,
             grace_until: None,
             now,
             outbox: outbox::Outbox::new(first_id),

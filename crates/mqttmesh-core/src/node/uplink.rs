@@ -393,6 +393,10 @@ impl Node {
                 depth: u8::try_from(depth).unwrap_or(u8::MAX),
             });
             self.ap_open = true;
+            self.ap_up = true;
+        } else if self.ap_up {
+            // Kept children from a shallower position cannot stay this deep.
+            self.drop_children();
         }
         self.flush_outbox();
     }
@@ -422,7 +426,7 @@ impl Node {
                 Level::Warn,
                 format_args!("{why}; closing AP and re-joining"),
             );
-            self.drop_children(self.ap_open);
+            self.drop_children();
         }
         self.leave_uplink();
         self.try_next_candidate(now);
@@ -465,9 +469,10 @@ impl Node {
     }
 
     /// Closes the AP and every child link, telling the children to re-join elsewhere.
-    fn drop_children(&mut self, close_ap: bool) {
+    fn drop_children(&mut self) {
         self.ap_open = false;
-        if close_ap {
+        if self.ap_up {
+            self.ap_up = false;
             let _ = self.push_action(Action::CloseAp);
         }
         for slot in 0..super::CHILD_SLOTS {
@@ -504,7 +509,7 @@ impl Node {
         if self.children().next().is_some() {
             self.hold_children();
         } else if self.ap_open {
-            self.drop_children(true);
+            self.drop_children();
         }
     }
 
@@ -563,7 +568,7 @@ impl Node {
                     Level::Warn,
                     format_args!("uplink not back within the grace period; releasing children"),
                 );
-                self.drop_children(true);
+                self.drop_children();
             }
         }
     }
@@ -571,7 +576,7 @@ impl Node {
     /// Leaves a held parent for good: children go too, then the candidates.
     fn give_up_parent(&mut self, now: Instant) {
         self.grace_until = None;
-        self.drop_children(true);
+        self.drop_children();
         self.leave_uplink();
         self.try_next_candidate(now);
     }

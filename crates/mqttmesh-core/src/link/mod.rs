@@ -31,7 +31,7 @@ mod fixtures;
 pub use deframer::Deframer;
 
 /// Link protocol version carried in the join handshake.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the frame header (body length, u16 big-endian).
 pub const HEADER_LEN: usize = 2;
 /// Largest frame body accepted or produced.

@@ -34,11 +34,15 @@ async fn deep_node_qos1_counters_survive_a_relay_kill() {
     let mesh = Mesh::start(MeshSpec {
         placement: topology::grid(12),
         model: Model::default(),
-        timing: Timing::fast(),
+        // Slow hops and frequent publications: messages are always in flight.
+        timing: Timing {
+            hop_latency: Duration::from_millis(150),
+            ..Timing::fast()
+        },
         config,
         broker: addr,
         seed: 41,
-        publish_interval: Duration::from_millis(200),
+        publish_interval: Duration::from_millis(50),
         ota: None,
         firmware_ids: Vec::new(),
     })
@@ -78,7 +82,12 @@ async fn deep_node_qos1_counters_survive_a_relay_kill() {
         "the deep node publishes"
     );
 
+    let c = mesh.statuses()[deep_idx].counters;
     mesh.kill(relay);
+    assert!(
+        c.outbox_sent > c.acked + c.outbox_superseded,
+        "messages in flight when the relay died: {c:?}"
+    );
     assert!(
         mesh.wait_for(WAIT, |m| !m.statuses()[deep_idx].online)
             .await,

@@ -373,3 +373,28 @@ fn children_rejoin_elsewhere_when_the_relay_does_not_recover() {
         w.node(l).connected() && w.tree()[&w.id(l)] == w.id(b)
     });
 }
+
+#[test]
+fn a_root_keeps_its_subtree_through_a_broker_restart() {
+    let mut w = World::line(3, &grace_config(secs(8)), 38);
+    wait_for(&mut w, 40, "all online", World::all_online);
+    let mut stream = Stream::new(&w, 2);
+    for _ in 0..5 {
+        stream.tick(&mut w, ms(100));
+    }
+    w.broker_restart();
+    wait_for(&mut w, 2, "the subtree held", |w| {
+        w.node(1).state() == State::Held && w.node(2).state() == State::Held
+    });
+    let mut linked = true;
+    wait_for(&mut w, 20, "root back and the subtree resumed", |w| {
+        linked &= w.child_link(0, 1).is_some() && w.child_link(1, 2).is_some();
+        w.all_online()
+    });
+    check(&w, linked, "no link of the subtree closed");
+    check(&w, w.node(2).depth() == Some(3), "same shape");
+    for _ in 0..5 {
+        stream.tick(&mut w, ms(100));
+    }
+    stream.settle(&mut w, 20);
+}

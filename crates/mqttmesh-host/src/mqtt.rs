@@ -199,3 +199,34 @@ impl Session {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::PubAck;
+
+    use super::*;
+
+    fn puback(pkid: u16) -> Event {
+        Event::Incoming(Packet::PubAck(PubAck::new(pkid)))
+    }
+
+    #[test]
+    fn tokens_follow_request_order_through_qos0_and_collisions() {
+        let mut acks = Acks::default();
+        acks.queued.extend([Some(10), None, Some(12), Some(13)]);
+        let out = |pkid| Event::Outgoing(Outgoing::Publish(pkid));
+        assert_eq!(acks.on_event(&out(1)), None);
+        assert_eq!(acks.on_event(&out(0)), None, "QoS 0 takes no token");
+        assert_eq!(acks.on_event(&out(2)), None, "an untracked QoS 1");
+        // Packet ID 1 is still in use: the next publication waits for it.
+        assert_eq!(acks.on_event(&Event::Outgoing(Outgoing::AwaitAck(1))), None);
+        assert_eq!(acks.on_event(&puback(1)), Some(10));
+        assert_eq!(acks.on_event(&out(1)), None);
+        assert_eq!(acks.on_event(&out(3)), None);
+        assert_eq!(acks.on_event(&puback(2)), None, "untracked");
+        assert_eq!(acks.on_event(&puback(3)), Some(13));
+        assert_eq!(acks.on_event(&puback(1)), Some(12), "the collided one");
+        assert_eq!(acks.on_event(&puback(1)), None, "acknowledged once");
+        assert!(acks.queued.is_empty() && acks.sent.is_empty());
+    }
+}

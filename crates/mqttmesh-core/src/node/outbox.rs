@@ -426,6 +426,78 @@ mod tests {
         assert_eq!(o.first_due(at(50)), Some(0));
     }
 
+    mod props {
+        extern crate std;
+        use std::vec::Vec as StdVec;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Push { topic: u8, retained: bool },
+            Ack(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..4, any::<bool>()).prop_map(|(topic, retained)| Op::Push { topic, retained }),
+                (0usize..40).prop_map(Op::Ack),
+            ]
+        }
+
+        proptest! {
+            /// Against a model: the outbox never holds more than its limit, refuses only
+            /// when full, never loses an accepted message except one superseded by a
+            /// newer retained value on its topic, and acknowledges each ID once.
+            #[test]
+            fn outbox_matches_its_overflow_policy(
+                limit in 1usize..=MAX_OUTBOX_LEN as usize,
+                ops in proptest::collection::vec(op(), 0..200),
+            ) {
+                let mut o = Outbox::new(1);
+                // (id, topic, retained) of every message the model says is held.
+                let mut model: StdVec<(u16, u8, bool)> = StdVec::new();
+                let mut issued: StdVec<u16> = StdVec::new();
+                for op in ops {
+                    match op {
+                        Op::Push { topic, retained } => {
+                            let name = [b't', b'0' + topic];
+                            let name = core::str::from_utf8(&name).unwrap();
+                            let kind = if retained { MsgType::RetainedQos1 } else { MsgType::Qos1 };
+                            let r = o.push(limit, name, b"p", kind, Instant::ZERO);
+                            let old = model.iter().position(|m| retained && m.2 && m.1 == topic);
+                            match (r, old) {
+                                (Ok((id, true)), Some(i)) => {
+                                    model[i] = (id, topic, true);
+                                    issued.push(id);
+                                }
+                                (Ok((id, false)), None) => {
+                                    prop_assert!(model.len() < limit);
+                                    model.push((id, topic, retained));
+                                    issued.push(id);
+                                }
+                                (Err(PushError::Full), None) => prop_assert_eq!(model.len(), limit),
+                                (r, old) => prop_assert!(false, "push {:?} with model slot {:?}", r, old),
+                            }
+                        }
+                        Op::Ack(i) => {
+                            let Some(&id) = issued.get(i) else { continue };
+                            let held = model.iter().position(|m| m.0 == id);
+                            prop_assert_eq!(o.ack(id), held.is_some());
+                            if let Some(i) = held {
+                                model.remove(i);
+                            }
+                        }
+                    }
+                    prop_assert_eq!(o.len(), model.len());
+                    prop_assert!(o.len() <= limit);
+                }
+            }
+        }
+    }
+
     #[test]
     fn acks_track_dedupe_and_forget_on_session_loss() {
         let mut a = Acks::default();

@@ -473,6 +473,11 @@ impl Node {
                 consider(t);
             }
         }
+        if self.state == State::Root {
+            if let Some(t) = self.acks.next_expiry(self.ack_timeout()) {
+                consider(t);
+            }
+        }
         let timing = self.config.timing;
         if self.parent.open {
             if matches!(self.state, State::Mesh | State::Held) {

@@ -138,6 +138,13 @@ impl Outbox {
         }
     }
 
+    /// Message `id` is due again at `now` (its acknowledgement was given up on).
+    pub(super) fn set_due(&mut self, id: u16, now: Instant) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+            e.due = Some(now);
+        }
+    }
+
     /// The earliest due time.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.entries.iter().filter_map(|e| e.due).min()
@@ -156,6 +163,7 @@ pub(super) struct Inflight {
     token: u32,
     origin: NodeId,
     id: u16,
+    since: Instant,
 }
 
 /// The root's view of acknowledgements: publications in flight and recent acks.
@@ -185,7 +193,7 @@ impl Acks {
     }
 
     /// A token for a new publication, or `None` when too many are in flight.
-    fn track(&mut self, origin: &str, id: u16) -> Option<u32> {
+    fn track(&mut self, origin: &str, id: u16, now: Instant) -> Option<u32> {
         if self.inflight.is_full() {
             return None;
         }
@@ -193,8 +201,34 @@ impl Acks {
         self.next_token = self.next_token.wrapping_add(1);
         let token = self.next_token;
         // Cannot fail: fullness was checked above.
-        let _ = self.inflight.push(Inflight { token, origin, id });
+        let _ = self.inflight.push(Inflight {
+            token,
+            origin,
+            id,
+            since: now,
+        });
         Some(token)
+    }
+
+    /// When the oldest publication in flight expires.
+    pub(super) fn next_expiry(&self, max_age: Duration) -> Option<Instant> {
+        self.inflight.iter().map(|f| f.since + max_age).min()
+    }
+
+    /// Forgets publications in flight for `max_age` or longer (their acknowledgement was
+    /// lost: the runtime dropped the publication, or a PUBACK went missing); the IDs of
+    /// our own (`own`) among them.
+    fn expire(&mut self, now: Instant, max_age: Duration, own: &str) -> Vec<u16, INFLIGHT_LEN> {
+        let mut mine = Vec::new();
+        self.inflight.retain(|f| {
+            let keep = f.since + max_age > now;
+            if !keep && f.origin.as_str() == own {
+                // Cannot fail: at most INFLIGHT_LEN entries expire.
+                let _ = mine.push(f.id);
+            }
+            keep
+        });
+        mine
     }
 
     fn acked(&mut self, token: u32) -> Option<(NodeId, u16)> {
@@ -249,9 +283,21 @@ impl Node {
         Ok(())
     }
 
+    /// How long the root waits on a broker acknowledgement before it gives up on it:
+    /// twice the MQTT keep-alive (a session whose broker is gone has dropped by then).
+    pub(super) fn ack_timeout(&self) -> Duration {
+        self.config.timing.mqtt_keepalive.mul_div(2, 1)
+    }
+
     /// Sends every due outbox message the queues have room for.
     pub(super) fn flush_outbox(&mut self) {
         let now = self.now;
+        if self.state == State::Root {
+            let own = self.id.clone();
+            for id in self.acks.expire(now, self.ack_timeout(), own.as_str()) {
+                self.outbox.set_due(id, now);
+            }
+        }
         let retry = self.config.timing.link_timeout;
         while let Some(i) = self.outbox.first_due(now) {
             let room = match self.state {
@@ -268,7 +314,9 @@ impl Node {
                 continue;
             }
             if self.state == State::Root {
-                let token = self.acks.track(self.id.as_str(), self.outbox.entries[i].id);
+                let token = self
+                    .acks
+                    .track(self.id.as_str(), self.outbox.entries[i].id, now);
                 let e = &mut self.outbox.entries[i];
                 // The broker session retransmits by itself; resend on the next one.
                 e.due = None;
@@ -318,7 +366,10 @@ impl Node {
             self.on_ack(origin, id);
             return Ok(());
         }
-        let token = self.acks.track(origin, id).ok_or(PublishError::QueueFull)?;
+        let token = self
+            .acks
+            .track(origin, id, self.now)
+            .ok_or(PublishError::QueueFull)?;
         self.publish_action(topic, payload, msg_type, Some(token))
     }
 
@@ -501,7 +552,7 @@ mod tests {
     #[test]
     fn acks_track_dedupe_and_forget_on_session_loss() {
         let mut a = Acks::default();
-        let t1 = a.track("N1", 5).unwrap();
+        let t1 = a.track("N1", 5, at(0)).unwrap();
         assert!(a.in_flight("N1", 5));
         assert!(!a.in_flight("N2", 5));
         assert_eq!(
@@ -510,20 +561,28 @@ mod tests {
         );
         assert!(a.recently_acked("N1", 5));
         assert_eq!(a.acked(t1), None, "a token is acknowledged once");
-        let t2 = a.track("N1", 6).unwrap();
+        let t2 = a.track("N1", 6, at(0)).unwrap();
         a.session_lost();
         assert_eq!(a.acked(t2), None);
         for i in 0..INFLIGHT_LEN as u16 {
-            a.track("N3", i).unwrap();
+            a.track("N3", i, at(0)).unwrap();
         }
-        assert_eq!(a.track("N3", 999), None);
+        assert_eq!(a.track("N3", 999, at(0)), None);
         a.session_lost();
         for i in 0..(RECENT_LEN + 5) as u16 {
-            let t = a.track("N4", 1000 + i).unwrap();
+            let t = a.track("N4", 1000 + i, at(0)).unwrap();
             assert!(a.acked(t).is_some());
         }
         assert_eq!(a.recent.len(), RECENT_LEN);
         assert!(!a.recently_acked("N4", 1000), "the oldest were forgotten");
         assert!(a.recently_acked("N4", 1000 + RECENT_LEN as u16 + 4));
+        // A lost acknowledgement frees its slot after the timeout; ours come back.
+        let max_age = Duration::from_secs(20);
+        a.track("ME", 1, at(0)).unwrap();
+        a.track("N5", 2, at(5_000)).unwrap();
+        assert_eq!(a.next_expiry(max_age), Some(at(20_000)));
+        assert!(a.expire(at(19_999), max_age, "ME").is_empty());
+        assert_eq!(a.expire(at(20_000), max_age, "ME").as_slice(), [1]);
+        assert_eq!(a.inflight.len(), 1);
     }
 }

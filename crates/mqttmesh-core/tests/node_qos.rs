@@ -252,7 +252,7 @@ fn unacknowledged_messages_go_again_on_a_new_broker_session() {
         r.node.publish("n", b"q0", MsgType::Qos0),
         Err(PublishError::NotConnected)
     );
-    r.now = r.now + Duration::from_millis(10);
+    r.now += Duration::from_millis(10);
     r.bring_up();
     r.drain();
     let again: Vec<&[u8]> = r

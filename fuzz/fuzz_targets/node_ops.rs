@@ -351,7 +351,9 @@ impl Harness {
         let connected = node.connected();
         assert_eq!(connected, matches!(node.state(), State::Root | State::Mesh));
         assert!(!node.ap_open() || connected);
-        assert_eq!(node.ap_open(), self.ap_open);
+        // Admitting children needs the AP up; the AP may stay up without admitting
+        // (children kept through an uplink loss).
+        assert!(!node.ap_open() || self.ap_open);
         assert!(connected || node.poll_timeout().is_some());
         let children: Vec<&NodeId> = node.children().collect();
         assert!(children.len() <= usize::from(config.max_children));

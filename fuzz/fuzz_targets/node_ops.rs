@@ -13,9 +13,11 @@
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD};
+use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BASE};
 use mqttmesh_core::identity::{self, Mac};
-use mqttmesh_core::link::{Frame, JoinRequest, Path, Reason, HEADER_LEN, MAX_FRAME, VERSION};
+use mqttmesh_core::link::{
+    Frame, JoinKey, JoinRequest, Path, Reason, Transcript, HEADER_LEN, MAX_FRAME, VERSION,
+};
 use mqttmesh_core::node::{AssocError, State, CHILD_SLOTS};
 use mqttmesh_core::uplink::ScanEntry;
 use mqttmesh_core::{Action, Config, Duration, Instant, LinkId, MsgType, Node, NodeId};
@@ -68,6 +70,10 @@ fuzz_target!(|data: &[u8]| {
         pending: None,
         ap_open: false,
         tokens: Vec::new(),
+        key: JoinKey::derive(DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BASE),
+        parent_request: None,
+        requests: Vec::new(),
+        proofs: Vec::new(),
     };
     h.drain();
     h.check();
@@ -126,12 +132,19 @@ struct Harness {
     children: Vec<LinkId>,
     pending: Option<Pending>,
     ap_open: bool,
+    key: JoinKey,
+    /// The last join request the node sent to its parent.
+    parent_request: Option<Vec<u8>>,
+    /// Join requests the fuzzer sent on child links.
+    requests: Vec<(LinkId, Vec<u8>)>,
+    /// The valid proof for each child link the node challenged.
+    proofs: Vec<(LinkId, Vec<u8>)>,
 }
 
 impl Harness {
     fn apply(&mut self, op: u8, input: &mut Input<'_>) {
         let now = self.now;
-        match op % 14 {
+        match op % 15 {
             0 => {
                 self.now = now + Duration::from_millis(u64::from(input.u16()) % 20_001);
                 self.timeout();
@@ -188,6 +201,15 @@ impl Harness {
             9 => {
                 let link = self.link(input);
                 let bytes = frame(input);
+                if bytes.len() > HEADER_LEN
+                    && matches!(
+                        Frame::decode(&bytes[HEADER_LEN..]),
+                        Ok(Frame::JoinRequest(_))
+                    )
+                {
+                    self.requests.retain(|(l, _)| *l != link);
+                    self.requests.push((link, bytes.clone()));
+                }
                 let split = usize::from(input.byte().unwrap_or(0)) % (bytes.len() + 1);
                 self.feed(link, &bytes[..split]);
                 self.feed(link, &bytes[split..]);
@@ -212,6 +234,16 @@ impl Harness {
                         self.node.publish_node(to, &sub, &payload, MsgType::Qos0)
                     }
                 };
+            }
+            13 => {
+                // The valid proof for a challenged child link (the handshake's end).
+                if !self.proofs.is_empty() {
+                    let (link, proof) = self.proofs
+                        [usize::from(input.byte().unwrap_or(0)) % self.proofs.len()]
+                    .clone();
+                    self.feed(link, &proof);
+                    return;
+                }
             }
             _ => return self.respond(input),
         }
@@ -243,10 +275,56 @@ impl Harness {
                 let path: Path = (0..n)
                     .map(|_| NodeId::new(input.pick(&IDS[1..])).expect("valid ID"))
                     .collect();
+                // A valid challenge from the path's last node, then the path.
+                let parent_id = path.last().map_or("ROOT", |id| id.as_str());
+                if let Some(challenge) = self.valid_challenge(parent_id) {
+                    self.feed(LinkId::Parent, &challenge);
+                }
                 return self.feed(LinkId::Parent, &encode(&Frame::JoinAccept { path }));
             }
         }
         self.drain();
+    }
+
+    fn valid_challenge(&self, parent_id: &str) -> Option<Vec<u8>> {
+        let request = self.parent_request.as_ref()?;
+        let Ok(Frame::JoinRequest(req)) = Frame::decode(&request[HEADER_LEN..]) else {
+            return None;
+        };
+        let t = Transcript::new(&req, &[0x5a; 16], parent_id).ok()?;
+        Some(encode(&Frame::Challenge {
+            nonce: [0x5a; 16],
+            parent_id,
+            tag: self.key.parent_tag(&t),
+        }))
+    }
+
+    /// The node challenged `link`: remember the proof that answers it.
+    fn on_challenge(&mut self, link: LinkId, challenge: &Frame<'_>) {
+        let Frame::Challenge {
+            nonce,
+            parent_id,
+            tag,
+        } = challenge
+        else {
+            return;
+        };
+        let Some((_, request)) = self.requests.iter().find(|(l, _)| *l == link) else {
+            return;
+        };
+        let Ok(Frame::JoinRequest(req)) = Frame::decode(&request[HEADER_LEN..]) else {
+            return;
+        };
+        let t = Transcript::new(&req, nonce, parent_id).expect("a decoded request encodes");
+        assert!(
+            self.key.verify_parent(&t, tag),
+            "the node's challenge proves the key"
+        );
+        let proof = encode(&Frame::Proof {
+            tag: self.key.child_tag(&t),
+        });
+        self.proofs.retain(|(l, _)| *l != link);
+        self.proofs.push((link, proof));
     }
 
     fn connect_child(&mut self) {
@@ -309,6 +387,10 @@ impl Harness {
             let frame = Frame::decode(&buf[HEADER_LEN..n]).expect("the node sends valid frames");
             if link == LinkId::Parent && matches!(frame, Frame::JoinRequest(_)) {
                 self.pending = Some(Pending::JoinAnswer);
+                self.parent_request = Some(buf[..n].to_vec());
+            }
+            if matches!(link, LinkId::Child(_)) {
+                self.on_challenge(link, &frame);
             }
         }
         while let Some(action) = self.node.poll_action() {
@@ -413,23 +495,33 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
 /// A valid frame (or nothing, if the fuzzer's fields are refused by the encoder).
 fn frame(input: &mut Input<'_>) -> Vec<u8> {
     let payload = vec![0x5a; usize::from(input.byte().unwrap_or(0))];
-    match input.byte().unwrap_or(0) % 11 {
+    match input.byte().unwrap_or(0) % 13 {
         0 => {
             let flags = input.byte().unwrap_or(0);
-            encode(&Frame::JoinRequest(JoinRequest {
-                version: if flags & 1 == 0 { VERSION } else { flags },
-                mesh_tag: if flags & 2 == 0 {
-                    identity::mesh_key(DEFAULT_MESH_PASSWORD)
-                } else {
-                    0xdead_beef
-                },
+            let mut bytes = encode(&Frame::JoinRequest(JoinRequest {
+                nonce: [input.byte().unwrap_or(0); 16],
                 node_id: input.pick(&IDS),
                 chip_id: 0x00C0_FFEE,
                 firmware_id: 0x1337,
                 firmware_version: "0.1",
                 subtree_height: if flags & 4 == 0 { 0 } else { flags >> 3 },
-            }))
+            }));
+            if flags & 1 != 0 {
+                // Another version, by hand: the encoder always writes VERSION.
+                bytes[HEADER_LEN + 1] = flags;
+            } else {
+                debug_assert_eq!(bytes[HEADER_LEN + 1], VERSION);
+            }
+            bytes
         }
+        7 => encode(&Frame::Challenge {
+            nonce: [input.byte().unwrap_or(0); 16],
+            parent_id: input.pick(&IDS),
+            tag: [input.byte().unwrap_or(0); 32],
+        }),
+        8 => encode(&Frame::Proof {
+            tag: [input.byte().unwrap_or(0); 32],
+        }),
         1 => {
             let n = usize::from(input.byte().unwrap_or(0) % 6);
             let path: Path = (0..n)
@@ -452,12 +544,12 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             payload: &payload,
         }),
         5 => encode(&Frame::KeepAlive),
-        7 => encode(&Frame::Ack {
+        10 => encode(&Frame::Ack {
             origin: input.pick(&IDS),
             id: input.u16(),
         }),
-        8 => encode(&Frame::Hold),
-        9 => {
+        11 => encode(&Frame::Hold),
+        12 => {
             let n = usize::from(input.byte().unwrap_or(0) % 4);
             let path = (0..n)
                 .map(|_| NodeId::new(input.pick(&IDS[1..])).expect("valid ID"))

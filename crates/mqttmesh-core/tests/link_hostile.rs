@@ -19,14 +19,24 @@ fn fixtures() -> Vec<Vec<u8>> {
     let topic = "t".repeat(128);
     let frames = [
         Frame::JoinRequest(JoinRequest {
-            version: 1,
-            mesh_tag: 0x285d_60f5,
+            nonce: [0x11; 16],
             node_id: "00A1B2",
             chip_id: 0x00a1b2,
             firmware_id: 0x1337,
             firmware_version: "1.2.3",
             subtree_height: 2,
         }),
+        Frame::Challenge {
+            nonce: [0x22; 16],
+            parent_id: "ROOT",
+            tag: [0x33; 32],
+        },
+        Frame::Challenge {
+            nonce: [0xff; 16],
+            parent_id: "ABCDEFGHIJKLMNOPQRSTUVWX",
+            tag: [0; 32],
+        },
+        Frame::Proof { tag: [0x44; 32] },
         Frame::JoinAccept {
             path: path(&["ROOT", "00A1B2", "C0FFEE"]),
         },
@@ -175,9 +185,19 @@ fn every_bad_header_is_refused_before_the_body() {
 #[test]
 fn decoy_lengths_never_read_out_of_bounds() {
     // Each length field at its maximum encodable value, with no data behind it.
-    let cases: [&[u8]; 12] = [
-        &[0x01, 1, 0, 0, 0, 0, 0xff],
-        &[0x01, 1, 0, 0, 0, 0, 1, b'A', 0, 0, 0, 0, 0, 0, 0, 0, 0xff],
+    let mut join_id = vec![0x01, 2];
+    join_id.extend_from_slice(&[0; 16]);
+    join_id.push(0xff);
+    let mut join_fw = join_id.clone();
+    *join_fw.last_mut().unwrap() = 1;
+    join_fw.extend_from_slice(&[b'A', 0, 0, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut challenge = vec![0x04];
+    challenge.extend_from_slice(&[0; 16]);
+    challenge.push(0xff);
+    let cases: [&[u8]; 13] = [
+        &join_id,
+        &join_fw,
+        &challenge,
         &[0x02, 0xff],
         &[0x02, 1, 0xff],
         &[0x10, 0, 0, 0xff],
@@ -207,4 +227,36 @@ fn every_short_body_of_every_type_is_survivable() {
             let _ = check_decode(&[a, b]);
         }
     }
+}
+
+#[test]
+fn join_requests_of_other_versions_are_refused_by_name() {
+    // Version 1 (the mesh-tag request) and any other: the decoder names the version so
+    // the parent can answer `JoinReject { Version }`.
+    for version in [0u8, 1, 3, 0xff] {
+        let mut body = vec![0x01, version];
+        body.extend_from_slice(&[0; 40]);
+        assert_eq!(
+            Frame::decode(&body),
+            Err(DecodeError::UnsupportedVersion(version))
+        );
+    }
+}
+
+#[test]
+fn handshake_frames_of_the_wrong_size_are_refused() {
+    // A Proof one byte short or long, a Challenge whose tag is cut.
+    assert_eq!(Frame::decode(&[0x05; 32]), Err(DecodeError::Truncated));
+    assert_eq!(Frame::decode(&[0x05; 34]), Err(DecodeError::TrailingBytes));
+    let mut challenge = vec![0x04];
+    challenge.extend_from_slice(&[0; 16]);
+    challenge.extend_from_slice(&[1, b'P']);
+    challenge.extend_from_slice(&[0; 31]);
+    assert_eq!(Frame::decode(&challenge), Err(DecodeError::Truncated));
+    // A Challenge naming an invalid parent ID.
+    let mut bad_id = vec![0x04];
+    bad_id.extend_from_slice(&[0; 16]);
+    bad_id.extend_from_slice(&[3, b'a', b'/', b'b']);
+    bad_id.extend_from_slice(&[0; 32]);
+    assert_eq!(Frame::decode(&bad_id), Err(DecodeError::BadField));
 }

@@ -13,14 +13,19 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 enum Owned {
     JoinRequest {
-        version: u8,
-        tag: u32,
+        nonce: [u8; 16],
         id: String,
         chip: u32,
         fw: u32,
         fw_ver: String,
         h: u8,
     },
+    Challenge {
+        nonce: [u8; 16],
+        parent: String,
+        tag: [u8; 32],
+    },
+    Proof([u8; 32]),
     JoinAccept(Vec<String>),
     JoinReject(Reason),
     Publish {
@@ -49,22 +54,26 @@ impl Owned {
     fn frame(&self) -> Frame<'_> {
         match self {
             Owned::JoinRequest {
-                version,
-                tag,
+                nonce,
                 id,
                 chip,
                 fw,
                 fw_ver,
                 h,
             } => Frame::JoinRequest(JoinRequest {
-                version: *version,
-                mesh_tag: *tag,
+                nonce: *nonce,
                 node_id: id,
                 chip_id: *chip,
                 firmware_id: *fw,
                 firmware_version: fw_ver,
                 subtree_height: *h,
             }),
+            Owned::Challenge { nonce, parent, tag } => Frame::Challenge {
+                nonce: *nonce,
+                parent_id: parent,
+                tag: *tag,
+            },
+            Owned::Proof(tag) => Frame::Proof { tag: *tag },
             Owned::JoinAccept(ids) => Frame::JoinAccept {
                 path: ids
                     .iter()
@@ -139,25 +148,24 @@ fn firmware_version() -> impl Strategy<Value = String> {
 fn owned_frame() -> impl Strategy<Value = Owned> {
     prop_oneof![
         (
-            any::<u8>(),
-            any::<u32>(),
+            any::<[u8; 16]>(),
             node_id(),
             any::<u32>(),
             any::<u32>(),
             firmware_version(),
             any::<u8>()
         )
-            .prop_map(
-                |(version, tag, id, chip, fw, fw_ver, h)| Owned::JoinRequest {
-                    version,
-                    tag,
-                    id,
-                    chip,
-                    fw,
-                    fw_ver,
-                    h
-                }
-            ),
+            .prop_map(|(nonce, id, chip, fw, fw_ver, h)| Owned::JoinRequest {
+                nonce,
+                id,
+                chip,
+                fw,
+                fw_ver,
+                h
+            }),
+        (any::<[u8; 16]>(), node_id(), any::<[u8; 32]>())
+            .prop_map(|(nonce, parent, tag)| Owned::Challenge { nonce, parent, tag }),
+        any::<[u8; 32]>().prop_map(Owned::Proof),
         prop::collection::vec(node_id(), 0..=MAX_PATH).prop_map(Owned::JoinAccept),
         reason().prop_map(Owned::JoinReject),
         (any::<u16>(), node_id(), msg_type(), topic(), payload()).prop_map(
@@ -212,10 +220,11 @@ proptest! {
     #[test]
     fn decode_never_panics_past_the_type(
         ty in prop::sample::select(vec![
-            code::JOIN_REQUEST, code::JOIN_ACCEPT, code::JOIN_REJECT, code::PUBLISH,
+            code::JOIN_REQUEST, code::JOIN_ACCEPT, code::JOIN_REJECT, code::CHALLENGE,
+            code::PROOF, code::PUBLISH,
             code::DELIVER, code::KEEPALIVE, code::KEEPALIVE_ACK, code::LEAVE,
         ]),
-        rest in prop::collection::vec(any::<u8>(), 0..=64),
+        rest in prop::collection::vec(any::<u8>(), 0..=96),
     ) {
         let mut body = vec![ty];
         body.extend_from_slice(&rest);

@@ -17,9 +17,11 @@
 
 use std::net::Ipv4Addr;
 
-use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD};
+use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BASE};
 use mqttmesh_core::identity::{self, Mac};
-use mqttmesh_core::link::{Frame, JoinRequest, Path, Reason, HEADER_LEN, MAX_FRAME, VERSION};
+use mqttmesh_core::link::{
+    Frame, JoinKey, JoinRequest, Path, Reason, Transcript, HEADER_LEN, MAX_FRAME, VERSION,
+};
 use mqttmesh_core::node::{AssocError, Counters, Parent, State, CHILD_SLOTS};
 use mqttmesh_core::uplink::ScanEntry;
 use mqttmesh_core::{Action, Config, Duration, Instant, LinkId, MsgType, Node, NodeId};
@@ -69,6 +71,21 @@ fn mesh_key() -> u32 {
     identity::mesh_key(DEFAULT_MESH_PASSWORD)
 }
 
+fn join_key() -> JoinKey {
+    JoinKey::derive(DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BASE)
+}
+
+fn join_request(id: usize, nonce: [u8; 16], height: u8) -> JoinRequest<'static> {
+    JoinRequest {
+        nonce,
+        node_id: IDS[id],
+        chip_id: 0x00C0_FFEE,
+        firmware_id: 0x1337,
+        firmware_version: "0.1",
+        subtree_height: height,
+    }
+}
+
 // ---- the operations -----------------------------------------------------------------
 
 /// One access point in a scan.
@@ -104,9 +121,17 @@ enum OwnedFrame {
     JoinRequest {
         id: usize,
         version: u8,
-        good_tag: bool,
+        nonce: u8,
         height: u8,
     },
+    /// A challenge with a random tag (not a valid proof of the key).
+    Challenge {
+        nonce: u8,
+        parent: usize,
+        tag: u8,
+    },
+    /// A proof with a random tag.
+    Proof(u8),
     JoinAccept(Vec<usize>),
     JoinReject(Reason),
     Publish {
@@ -161,10 +186,12 @@ enum Op {
         scan: Vec<Entry>,
         path: Vec<usize>,
     },
-    /// A station connects to our mesh port and sends a valid join request.
+    /// A station connects to our mesh port and runs the join handshake: a valid join
+    /// request, then a proof that is valid when `good` (else made with another key).
     ChildJoins {
         id: usize,
         height: u8,
+        good: bool,
     },
 }
 
@@ -240,10 +267,13 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
 fn owned_frame() -> impl Strategy<Value = OwnedFrame> {
     prop_oneof![
         3 => (0..IDS.len(), prop_oneof![4 => Just(VERSION), 1 => any::<u8>()],
-              prop::bool::weighted(0.8), prop_oneof![3 => Just(0u8), 1 => any::<u8>()])
-            .prop_map(|(id, version, good_tag, height)| {
-                OwnedFrame::JoinRequest { id, version, good_tag, height }
+              any::<u8>(), prop_oneof![3 => Just(0u8), 1 => any::<u8>()])
+            .prop_map(|(id, version, nonce, height)| {
+                OwnedFrame::JoinRequest { id, version, nonce, height }
             }),
+        2 => (any::<u8>(), 0..IDS.len(), any::<u8>())
+            .prop_map(|(nonce, parent, tag)| OwnedFrame::Challenge { nonce, parent, tag }),
+        2 => any::<u8>().prop_map(OwnedFrame::Proof),
         3 => prop::collection::vec(0..IDS.len(), 0..5).prop_map(OwnedFrame::JoinAccept),
         1 => reason().prop_map(OwnedFrame::JoinReject),
         3 => (topic(), payload()).prop_map(|(topic, payload)| OwnedFrame::Publish { topic, payload }),
@@ -282,8 +312,8 @@ fn op() -> impl Strategy<Value = Op> {
               prop::option::of(0..IDS.len()))
             .prop_map(|(sub, payload, node)| Op::Publish { sub, payload, node }),
         16 => (scan(), accepted_path()).prop_map(|(scan, path)| Op::Respond { scan, path }),
-        4 => (0..IDS.len(), prop_oneof![4 => Just(0u8), 1 => 0u8..4])
-            .prop_map(|(id, height)| Op::ChildJoins { id, height }),
+        4 => (0..IDS.len(), prop_oneof![4 => Just(0u8), 1 => 0u8..4], prop::bool::weighted(0.8))
+            .prop_map(|(id, height, good)| Op::ChildJoins { id, height, good }),
     ]
 }
 
@@ -309,17 +339,23 @@ impl OwnedFrame {
             OwnedFrame::JoinRequest {
                 id,
                 version,
-                good_tag,
+                nonce,
                 height,
-            } => Frame::JoinRequest(JoinRequest {
-                version: *version,
-                mesh_tag: if *good_tag { mesh_key() } else { 0xdead_beef },
-                node_id: IDS[*id],
-                chip_id: 0x00C0_FFEE,
-                firmware_id: 0x1337,
-                firmware_version: "0.1",
-                subtree_height: *height,
-            }),
+            } => {
+                let frame = Frame::JoinRequest(join_request(*id, [*nonce; 16], *height));
+                let mut buf = [0u8; MAX_FRAME];
+                let n = frame.encode(&mut buf).expect("valid request");
+                // The version byte by hand: the encoder always writes VERSION.
+                buf[HEADER_LEN + 1] = *version;
+                out.extend_from_slice(&buf[..n]);
+                return;
+            }
+            OwnedFrame::Challenge { nonce, parent, tag } => Frame::Challenge {
+                nonce: [*nonce; 16],
+                parent_id: IDS[*parent],
+                tag: [*tag; 32],
+            },
+            OwnedFrame::Proof(tag) => Frame::Proof { tag: [*tag; 32] },
             OwnedFrame::JoinAccept(ids) => {
                 path = ids
                     .iter()
@@ -366,6 +402,10 @@ struct Harness {
     ap_open: bool,
     pending: Pending,
     counters: Counters,
+    /// The last join request the node sent to its parent.
+    parent_request: Option<Vec<u8>>,
+    /// The last challenge the node sent on each child link.
+    challenges: Vec<(LinkId, Vec<u8>)>,
 }
 
 impl Harness {
@@ -378,6 +418,8 @@ impl Harness {
             ap_open: false,
             pending: Pending::None,
             counters: Counters::default(),
+            parent_request: None,
+            challenges: Vec::new(),
         }
     }
 
@@ -486,26 +528,57 @@ impl Harness {
                 Pending::Mqtt => self.node.handle_mqtt_connected(now),
                 Pending::ParentLink => self.node.handle_link_opened(now, LinkId::Parent),
                 Pending::JoinAnswer => {
+                    self.pending = Pending::None;
+                    // A valid challenge from the path's last node, then the path.
+                    let parent = path.last().map_or("ROOT", |&i| IDS[i]);
+                    if let Some(challenge) = self.valid_challenge(parent) {
+                        self.feed(LinkId::Parent, &challenge)?;
+                    }
                     let mut bytes = Vec::new();
                     OwnedFrame::JoinAccept(path.clone()).encode(&mut bytes);
-                    self.pending = Pending::None;
                     return self.feed(LinkId::Parent, &bytes);
                 }
             },
-            Op::ChildJoins { id, height } => {
+            Op::ChildJoins { id, height, good } => {
                 if let Some(link) = self.node.handle_child_connected(now) {
                     self.children.retain(|l| *l != link);
                     self.children.push(link);
-                    let mut bytes = Vec::new();
-                    OwnedFrame::JoinRequest {
-                        id: *id,
-                        version: VERSION,
-                        good_tag: true,
-                        height: *height,
-                    }
-                    .encode(&mut bytes);
+                    let nonce = [self.counters.frames_in as u8; 16];
+                    let request = join_request(*id, nonce, *height);
+                    let mut bytes = [0u8; MAX_FRAME];
+                    let n = Frame::JoinRequest(request)
+                        .encode(&mut bytes)
+                        .expect("valid request");
                     self.drain()?;
-                    return self.feed(link, &bytes);
+                    self.challenges.retain(|(l, _)| *l != link);
+                    self.feed(link, &bytes[..n])?;
+                    let Some((_, challenge)) = self.challenges.iter().find(|(l, _)| *l == link)
+                    else {
+                        return Ok(());
+                    };
+                    let Ok(Frame::Challenge {
+                        nonce: parent_nonce,
+                        parent_id,
+                        tag,
+                    }) = Frame::decode(&challenge[HEADER_LEN..])
+                    else {
+                        return Err(TestCaseError::fail("challenge does not decode"));
+                    };
+                    let t =
+                        Transcript::new(&request, &parent_nonce, parent_id).expect("valid request");
+                    prop_assert!(join_key().verify_parent(&t, &tag), "bad parent tag");
+                    let key = if *good {
+                        join_key()
+                    } else {
+                        JoinKey::derive("another-password", DEFAULT_MESH_SSID_BASE)
+                    };
+                    let mut proof = [0u8; MAX_FRAME];
+                    let n = Frame::Proof {
+                        tag: key.child_tag(&t),
+                    }
+                    .encode(&mut proof)
+                    .expect("valid proof");
+                    return self.feed(link, &proof[..n]);
                 }
             }
             Op::LinkData(sel, data) => {
@@ -544,6 +617,25 @@ impl Harness {
             }
         }
         self.drain()
+    }
+
+    /// A valid challenge from `parent_id` for the join request the node sent last.
+    fn valid_challenge(&self, parent_id: &str) -> Option<Vec<u8>> {
+        let request = self.parent_request.as_ref()?;
+        let Ok(Frame::JoinRequest(req)) = Frame::decode(&request[HEADER_LEN..]) else {
+            return None;
+        };
+        let nonce = [0x5a; 16];
+        let t = Transcript::new(&req, &nonce, parent_id).ok()?;
+        let mut buf = [0u8; MAX_FRAME];
+        let n = Frame::Challenge {
+            nonce,
+            parent_id,
+            tag: join_key().parent_tag(&t),
+        }
+        .encode(&mut buf)
+        .ok()?;
+        Some(buf[..n].to_vec())
     }
 
     /// `handle_timeout`, which must leave no deadline at or before `now`.
@@ -588,6 +680,11 @@ impl Harness {
             prop_assert!(decoded.is_ok(), "undecodable frame {:02x?}", &buf[..n]);
             if link == LinkId::Parent && matches!(decoded, Ok(Frame::JoinRequest(_))) {
                 self.pending = Pending::JoinAnswer;
+                self.parent_request = Some(buf[..n].to_vec());
+            }
+            if let (LinkId::Child(_), Ok(Frame::Challenge { .. })) = (link, &decoded) {
+                self.challenges.retain(|(l, _)| *l != link);
+                self.challenges.push((link, buf[..n].to_vec()));
             }
         }
         while let Some(action) = self.node.poll_action() {
@@ -692,6 +789,12 @@ impl Harness {
             ("relayed_up", old.relayed_up, new.relayed_up),
             ("relayed_down", old.relayed_down, new.relayed_down),
             ("rejected_joins", old.rejected_joins, new.rejected_joins),
+            ("auth_failures", old.auth_failures, new.auth_failures),
+            (
+                "handshake_failures",
+                old.handshake_failures,
+                new.handshake_failures,
+            ),
             ("refused_parents", old.refused_parents, new.refused_parents),
             (
                 "publish_rejected",

@@ -3,11 +3,13 @@
 //! broker acknowledgements, acknowledgements routed down the origin's branch,
 //! duplicates, the outbox's overflow policy, and re-sending on a new broker session.
 
+mod common;
+
 use std::net::Ipv4Addr;
 
-use mqttmesh_core::config::DEFAULT_MESH_PASSWORD;
-use mqttmesh_core::identity::{self, Mac};
-use mqttmesh_core::link::{Frame, JoinRequest, HEADER_LEN, MAX_FRAME, VERSION};
+use common::{join_request, key, proof, request};
+use mqttmesh_core::identity::Mac;
+use mqttmesh_core::link::{Frame, Transcript, HEADER_LEN, MAX_FRAME};
 use mqttmesh_core::node::{Publish, PublishError};
 use mqttmesh_core::uplink::ScanEntry;
 use mqttmesh_core::{Action, Config, Duration, Instant, LinkId, MsgType, Node};
@@ -21,6 +23,7 @@ struct Root {
     now: Instant,
     publishes: Vec<Publish>,
     sent: Vec<(LinkId, Vec<u8>)>,
+    next_nonce: u8,
 }
 
 impl Root {
@@ -35,6 +38,7 @@ impl Root {
             now: Instant::ZERO,
             publishes: Vec::new(),
             sent: Vec::new(),
+            next_nonce: 0,
         };
         r.bring_up();
         r
@@ -118,22 +122,40 @@ impl Root {
     fn feed(&mut self, link: LinkId, frame: &Frame<'_>) {
         let mut buf = [0u8; MAX_FRAME];
         let n = frame.encode(&mut buf).expect("frame encodes");
-        assert_eq!(self.node.handle_link_data(self.now, link, &buf[..n]), n);
+        self.feed_bytes(link, &buf[..n]);
+    }
+
+    fn feed_bytes(&mut self, link: LinkId, bytes: &[u8]) {
+        assert_eq!(
+            self.node.handle_link_data(self.now, link, bytes),
+            bytes.len()
+        );
         self.drain();
     }
 
+    /// Connects a child link and plays the authenticated join as `id`.
     fn join(&mut self, id: &str) -> LinkId {
         let link = self.node.handle_child_connected(self.now).expect("a slot");
-        let request = Frame::JoinRequest(JoinRequest {
-            version: VERSION,
-            mesh_tag: identity::mesh_key(DEFAULT_MESH_PASSWORD),
-            node_id: id,
-            chip_id: 1,
-            firmware_id: 0,
-            firmware_version: "0.1",
-            subtree_height: 0,
-        });
-        self.feed(link, &request);
+        self.next_nonce += 1;
+        let nonce = [self.next_nonce; 16];
+        self.feed_bytes(link, &join_request(id, nonce));
+        let challenge = self
+            .sent
+            .iter()
+            .rev()
+            .find(|(l, _)| *l == link)
+            .map(|(_, b)| b.clone())
+            .expect("a challenge");
+        let Ok(Frame::Challenge {
+            nonce: parent_nonce,
+            parent_id,
+            ..
+        }) = Frame::decode(&challenge[HEADER_LEN..])
+        else {
+            panic!("expected a challenge for {id}");
+        };
+        let t = Transcript::new(&request(id, nonce), &parent_nonce, parent_id).expect("valid");
+        self.feed_bytes(link, &proof(key().child_tag(&t)));
         link
     }
 

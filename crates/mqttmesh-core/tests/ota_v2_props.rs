@@ -87,7 +87,13 @@ proptest! {
         for (i, _) in missing.iter().enumerate().filter(|(_, &m)| m) {
             bits[i / 8] |= 1 << (i % 8);
         }
-        let w = Missing::new(ManifestId(id), first, missing.len() as u16, &bits).unwrap();
+        let made = Missing::new(ManifestId(id), first, missing.len() as u16, &bits);
+        if first.checked_add(missing.len() as u32).is_none() {
+            // A window that would wrap past chunk u32::MAX back to chunk 0.
+            prop_assert_eq!(made, Err(v2::WireError::TooLong));
+            return Ok(());
+        }
+        let w = made.unwrap();
         let mut buf = [0; v2::MAX_MISSING_LEN];
         let n = w.encode(&mut buf).unwrap();
         let back = Missing::decode(&buf[..n]).unwrap();
@@ -96,7 +102,7 @@ proptest! {
             .iter()
             .enumerate()
             .filter(|(_, &m)| m)
-            .map(|(i, _)| first.wrapping_add(i as u32))
+            .map(|(i, _)| first + i as u32)
             .collect();
         prop_assert_eq!(back.iter().collect::<Vec<_>>(), expected);
     }
@@ -311,4 +317,18 @@ proptest! {
         prop_assert_eq!(report.phase, Phase::Idle);
         prop_assert_eq!(report.subject, ManifestId::of(&bytes));
     }
+}
+
+/// Found by the `ota_v2` fuzz target: a window ending past chunk `u32::MAX` decoded, and
+/// its iterator wrapped around to chunk 0 (asking for chunks the sender never meant).
+#[test]
+fn missing_window_past_the_last_chunk_index_is_refused() {
+    let mut bytes = vec![0, 0, 0, 1];
+    bytes.extend_from_slice(&(u32::MAX - 2).to_be_bytes());
+    bytes.extend_from_slice(&8u16.to_be_bytes());
+    bytes.push(0x80);
+    assert_eq!(Missing::decode(&bytes), Err(v2::WireError::TooLong));
+    bytes[7] = 0xF7; // first = u32::MAX - 8: the window ends exactly at u32::MAX
+    let w = Missing::decode(&bytes).expect("a window ending at u32::MAX is fine");
+    assert_eq!(w.iter().collect::<Vec<_>>(), vec![u32::MAX - 1]);
 }

@@ -8,6 +8,7 @@ pub mod flash;
 pub mod image;
 mod link;
 pub mod mesh;
+pub mod meshtls;
 pub mod mosquitto;
 mod mqtt;
 pub mod observer;

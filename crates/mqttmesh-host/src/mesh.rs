@@ -10,6 +10,7 @@ use mqttmesh_core::config::Config;
 use mqttmesh_core::Mac;
 use serde::Serialize;
 
+use crate::meshtls::{MeshTls, MeshTlsCounters};
 use crate::radio::{Model, Placement, Radio, Router, Timing};
 use crate::runtime::{Control, NodeHandle, NodeSpec, NodeStatus};
 use crate::topology::SplitMix;
@@ -30,6 +31,9 @@ pub struct MeshSpec {
     pub config: Config,
     /// Broker the router leads to.
     pub broker: SocketAddr,
+    /// TLS on every mesh link, from the files of `mqttmesh gen-cert` (`None`: plain
+    /// TCP, the default, as the seed recommends).
+    pub mesh_tls: Option<MeshTls>,
     /// Seed for chip IDs and node generators.
     pub seed: u64,
     /// Demo-app publication interval (zero: the app does not publish).
@@ -128,6 +132,7 @@ impl Mesh {
             config,
             seed: self.spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             broker: self.spec.broker,
+            mesh_tls: self.spec.mesh_tls.clone(),
             publish_interval: self.spec.publish_interval,
             ota: self.spec.ota.clone(),
         };
@@ -165,6 +170,20 @@ impl Mesh {
     /// Snapshots of every node.
     pub fn statuses(&self) -> Vec<NodeStatus> {
         self.nodes.iter().map(|n| n.status()).collect()
+    }
+
+    /// Where node `i` serves its mesh port.
+    pub fn mesh_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].mesh_addr()
+    }
+
+    /// Mesh TLS counters summed over every node.
+    pub fn mesh_tls_counters(&self) -> MeshTlsCounters {
+        let mut total = MeshTlsCounters::default();
+        for s in self.statuses() {
+            total.add(&s.mesh_tls);
+        }
+        total
     }
 
     /// Nodes online.

@@ -12,11 +12,12 @@ use mqttmesh_core::link::MAX_FRAME;
 use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent};
 use mqttmesh_core::MsgType;
 use mqttmesh_core::{Config, Instant, Mac};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::link::{self, Airtime, LinkHandle};
+use crate::link::{self, Airtime, LinkHandle, LinkStream, OpenError};
+use crate::meshtls::{HandshakeError, MeshTls, MeshTlsCounters};
 use crate::mqtt::Session;
 use crate::ota::{NodeFirmware, OtaSpec};
 use crate::radio::{Ap, Radio};
@@ -28,10 +29,12 @@ pub(crate) enum Input {
     ScanDone(u64),
     AssocReady(u64, Mac, String),
     Mqtt(u64, MqttInput),
-    LinkOpened(u64, std::io::Result<TcpStream>),
+    LinkOpened(u64, Result<LinkStream, OpenError>),
     LinkData(LinkId, u64, Vec<u8>),
     LinkClosed(LinkId, u64),
-    ChildAccepted(TcpStream),
+    ChildAccepted(LinkStream),
+    /// A connection to the mesh port that failed the TLS handshake, and from where.
+    ChildRefused(SocketAddr, HandshakeError),
     /// OTA replies (and whether to install) once the flash work is done, for the boot
     /// that asked.
     OtaDone(u64, Vec<Reply>, bool),
@@ -86,6 +89,8 @@ pub struct NodeStatus {
     pub restarts: u64,
     /// Version the node runs (from its image, or the configured one).
     pub firmware_version: String,
+    /// Mesh TLS handshakes and refusals (all zero with mesh TLS off).
+    pub mesh_tls: MeshTlsCounters,
 }
 
 /// Everything one node task needs.
@@ -101,6 +106,8 @@ pub struct NodeSpec {
     pub seed: u64,
     /// Broker address (reachable only through the router).
     pub broker: SocketAddr,
+    /// TLS on mesh links (`None`: plain TCP).
+    pub mesh_tls: Option<MeshTls>,
     /// Demo-app publication interval.
     pub publish_interval: std::time::Duration,
     /// Flash, bootloader and OTA (`None`: OTA messages are ignored).
@@ -112,6 +119,7 @@ pub struct NodeSpec {
 pub struct NodeHandle {
     /// Index in the radio world.
     pub index: usize,
+    mesh_addr: SocketAddr,
     status: Arc<Mutex<NodeStatus>>,
     control: mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<()>,
@@ -125,6 +133,7 @@ impl NodeHandle {
         epoch: tokio::time::Instant,
     ) -> std::io::Result<NodeHandle> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let mesh_addr = listener.local_addr()?;
         let status = Arc::new(Mutex::new(NodeStatus {
             chip_id: spec.chip_id,
             alive: true,
@@ -142,10 +151,16 @@ impl NodeHandle {
         ));
         Ok(NodeHandle {
             index,
+            mesh_addr,
             status,
             control,
             task,
         })
+    }
+
+    /// Where the node serves its mesh port (children connect here).
+    pub fn mesh_addr(&self) -> SocketAddr {
+        self.mesh_addr
     }
 
     /// A snapshot of the node.
@@ -189,6 +204,7 @@ struct Driver {
     trial_deadline: Option<tokio::time::Instant>,
     restart_pending: bool,
     boot_gen: u64,
+    tls_counters: MeshTlsCounters,
 }
 
 async fn run(
@@ -203,14 +219,11 @@ async fn run(
     let listen = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let accept_tx = inputs.clone();
-    let acceptor = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            if accept_tx.send(Input::ChildAccepted(stream)).is_err() {
-                return;
-            }
-        }
-    });
+    let acceptor = tokio::spawn(link::accept(
+        listener,
+        spec.mesh_tls.clone(),
+        inputs.clone(),
+    ));
     let now = Instant::from_millis(epoch.elapsed().as_millis() as u64);
     let (firmware, config) = boot_firmware(&spec);
     let node = Node::new(config, spec.chip_id, spec.seed, "Power on", now);
@@ -236,6 +249,7 @@ async fn run(
         trial_deadline: None,
         restart_pending: false,
         boot_gen: 0,
+        tls_counters: MeshTlsCounters::default(),
     };
     d.arm_trial();
     loop {
@@ -331,6 +345,7 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = self.now();
         let index = self.spec.index;
+        self.note_tls(&input);
         match input {
             Input::ScanDone(gen) if gen == self.scan_gen => {
                 let entries = self.radio.scan(index);
@@ -361,7 +376,11 @@ impl Driver {
                 self.node.handle_link_opened(now, LinkId::Parent);
             }
             Input::LinkOpened(gen, Err(e)) if gen == self.parent_gen => {
-                tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "parent link: {e}");
+                if let OpenError::Connect(e) = e {
+                    tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "parent link: {e}");
+                }
+                // A refused handshake is a failed join: the node tries its next
+                // candidate or backs off.
                 self.node.handle_link_closed(now, LinkId::Parent);
             }
             Input::LinkData(link, gen, data) if self.link_gen(link) == Some(gen) => {
@@ -385,13 +404,27 @@ impl Driver {
                 Some(link) => self.attach(link, stream),
                 None => drop(stream),
             },
+            // Closed, counted and logged by `note_tls`; the node never saw it.
+            Input::ChildRefused(..) => {}
             // Stale: an earlier scan, association, session or link.
             _ => {}
         }
     }
 
+    /// Counts and logs mesh TLS handshakes, stale or not: each happened.
+    fn note_tls(&mut self, input: &Input) {
+        let (c, id) = (&mut self.tls_counters, self.node.id().as_str());
+        match input {
+            Input::LinkOpened(_, Ok(LinkStream::Tls(_))) => c.parent_handshakes += 1,
+            Input::LinkOpened(_, Err(OpenError::Tls(addr, e))) => c.parent_refused(id, *addr, e),
+            Input::ChildAccepted(LinkStream::Tls(_)) => c.child_handshakes += 1,
+            Input::ChildRefused(peer, e) => c.child_refused(id, *peer, e),
+            _ => {}
+        }
+    }
+
     /// Starts the I/O tasks of `link` over `stream`.
-    fn attach(&mut self, link: LinkId, stream: TcpStream) {
+    fn attach(&mut self, link: LinkId, stream: LinkStream) {
         let gen = self.next_gen();
         let seed = self.spec.seed ^ gen;
         let handle = link::spawn(
@@ -540,10 +573,10 @@ impl Driver {
                 match self.radio.parent_addr(index) {
                     Some(addr) => {
                         let tx = self.inputs.clone();
-                        let gen_link = gen;
+                        let tls = self.spec.mesh_tls.clone();
                         tokio::spawn(async move {
-                            let _ = tx
-                                .send(Input::LinkOpened(gen_link, TcpStream::connect(addr).await));
+                            let _ =
+                                tx.send(Input::LinkOpened(gen, link::open_parent(addr, tls).await));
                         });
                     }
                     None => {
@@ -691,5 +724,6 @@ impl Driver {
         st.led = self.app.led();
         st.restarts = self.restarts;
         st.firmware_version = self.node.config().firmware_version.to_string();
+        st.mesh_tls = self.tls_counters;
     }
 }

@@ -45,6 +45,7 @@ async fn deep_node_qos1_counters_survive_a_relay_kill() {
         publish_interval: Duration::from_millis(50),
         ota: None,
         firmware_ids: Vec::new(),
+        mesh_tls: None,
     })
     .await
     .expect("nodes start");

@@ -4,9 +4,9 @@
 //! the seed, the tree and the last log lines of every node.
 
 use mqttmesh_core::config::{Builder, Timing};
-use mqttmesh_core::link::{Frame, MAX_FRAME};
+use mqttmesh_core::link::{Frame, JoinKey, JoinRequest, Transcript, MAX_FRAME};
 use mqttmesh_core::{Config, Duration};
-use mqttmesh_sim::{World, ROUTER_PASSWORD, ROUTER_SSID};
+use mqttmesh_sim::{ProbeId, World, ROUTER_PASSWORD, ROUTER_SSID};
 
 const IN: &str = "esp8266-in/";
 const OUT: &str = "esp8266-out/";
@@ -86,6 +86,49 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
     let len = frame.encode(&mut buf).expect("frame fits");
     buf.truncate(len);
     buf
+}
+
+/// Plays a joining child `id` on `probe` by hand, proving with `key` (whatever the
+/// parent's challenge says): the frames the probe received, decoded bodies, the last
+/// one the parent's answer to the proof (or its refusal of the request).
+fn probe_join(w: &mut World, probe: ProbeId, id: &str, key: &JoinKey) -> Vec<Vec<u8>> {
+    let request = JoinRequest {
+        nonce: [0x42; 16],
+        node_id: id,
+        chip_id: 0x0C0C0C,
+        firmware_id: 0x1337,
+        firmware_version: "0.1",
+        subtree_height: 0,
+    };
+    w.probe_send(probe, &encode(&Frame::JoinRequest(request)));
+    wait_for(w, 1, "the parent's challenge", |w| {
+        !w.probe_frames(probe).is_empty() || w.probe_closed(probe)
+    });
+    let frames = w.probe_frames(probe);
+    let Some(Ok(Frame::Challenge {
+        nonce, parent_id, ..
+    })) = frames.first().map(|f| Frame::decode(f))
+    else {
+        return frames;
+    };
+    let t = Transcript::new(&request, &nonce, parent_id).expect("valid request");
+    let proof = encode(&Frame::Proof {
+        tag: key.child_tag(&t),
+    });
+    w.probe_send(probe, &proof);
+    wait_for(w, 1, "the parent's answer to the proof", |w| {
+        w.probe_frames(probe).len() > 1 || w.probe_closed(probe)
+    });
+    w.probe_frames(probe)
+}
+
+/// The join key of nodes built from [`builder`] with `password`.
+fn join_key(password: &str) -> JoinKey {
+    let config = builder()
+        .mesh_password(password)
+        .build()
+        .expect("valid test config");
+    JoinKey::derive(&config.mesh_password, &config.mesh_ssid_base)
 }
 
 fn any_log(w: &World, idx: usize, needle: &str) -> bool {

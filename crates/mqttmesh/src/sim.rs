@@ -14,6 +14,7 @@ use mqttmesh_core::config::Timing as NodeTiming;
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
+use mqttmesh_host::meshtls::{colon_hex, MeshTls, MeshTlsCounters};
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
 use mqttmesh_host::radio::{Model, Placement, Timing};
@@ -83,6 +84,12 @@ pub struct SimArgs {
     /// Seconds between the demo app's counter publications.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     publish_interval: f64,
+    /// Run every mesh link over TLS: DIR holds `ssl/server.cer`, `ssl/server.key` and
+    /// `ssl/fingerprint` as `mqttmesh gen-cert --out DIR` writes them (the three files
+    /// directly in DIR also work). Parents serve the certificate; children refuse a
+    /// parent whose certificate's SHA-1 is not the fingerprint. Off by default.
+    #[arg(long, value_name = "DIR")]
+    mesh_tls: Option<PathBuf>,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -106,7 +113,11 @@ struct Report {
     broker: String,
     messages: Messages,
     rejected_joins: u64,
+    /// Join handshakes that failed authentication (another mesh or a wrong password).
+    auth_failures: u64,
     malformed: u64,
+    /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
+    mesh_tls: Option<MeshTlsCounters>,
     node_list: Vec<NodeRow>,
 }
 
@@ -128,6 +139,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     if let Some(kbps) = args.bandwidth {
         timing.bandwidth_bps = kbps.saturating_mul(1000);
     }
+    let mesh_tls = match &args.mesh_tls {
+        Some(dir) => Some(MeshTls::load(dir).map_err(|e| anyhow!("--mesh-tls: {e}"))?),
+        None => None,
+    };
     let config = args
         .node
         .config(&broker.ip().to_string(), broker.port(), node_timing)?;
@@ -166,6 +181,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         timing,
         config,
         broker,
+        mesh_tls: mesh_tls.clone(),
         seed: args.seed,
         publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
         ota: match &args.flash_dir {
@@ -189,6 +205,13 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
         args.topology, args.seed
     );
+    if let Some(tls) = &mesh_tls {
+        eprintln!(
+            "mesh TLS on: {} (fingerprint {})",
+            tls.dir().display(),
+            colon_hex(&tls.fingerprint())
+        );
+    }
 
     let bar = progress_bar(n as u64);
     let formation_deadline = Duration::from_secs(args.formation_timeout);
@@ -267,7 +290,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             duplicates: observer.duplicates(),
         },
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
+        auth_failures: statuses.iter().map(|s| s.counters.auth_failures).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
+        mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
         node_list: rows,
     };
     println!("{}", render_tree(&report.node_list));
@@ -281,6 +306,17 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         report.messages.delivered,
         report.messages.duplicates,
     );
+    if let Some(c) = &report.mesh_tls {
+        println!(
+            "mesh TLS: {} parent handshakes, {} parents refused (fingerprint), {} failed \
+             handshakes with parents, {} refused connections from children, {} timeouts",
+            c.parent_handshakes,
+            c.parent_pin_mismatches,
+            c.parent_handshake_failures,
+            c.child_handshake_failures,
+            c.handshake_timeouts
+        );
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json)

@@ -217,3 +217,100 @@ fn fingerprint_of_a_mosquitto_tls_listener_matches_the_certificate() {
     );
     assert!(run.stderr.contains(&expected), "{}", run.context());
 }
+
+#[test]
+fn sim_runs_a_mesh_over_tls_with_the_files_of_gen_cert() {
+    let dir = TempDir::new("sim-mesh-tls");
+    let run = gen_cert(&dir, "gen", &[]);
+    assert!(run.status.success(), "{}", run.context());
+    let fingerprint = colon_hex(&fs::read(dir.path("ssl/fingerprint")).expect("fingerprint"));
+    let report = dir.path("report.json");
+    let report_arg = report.to_str().expect("utf-8 temp path");
+    let args = [
+        "sim",
+        "--nodes",
+        "5",
+        "--topology",
+        "line",
+        "--profile",
+        "fast",
+        "--until-formed",
+        "--publish-interval",
+        "0.5",
+        "--mesh-tls",
+        dir.arg(),
+        "--report",
+        report_arg,
+    ];
+    let run = common::mqttmesh(&dir, "sim", &args, Duration::from_secs(120));
+    assert!(run.status.success(), "{}", run.context());
+    assert!(
+        run.stderr
+            .contains(&format!("mesh TLS on: {}", dir.path("ssl").display()))
+            && run.stderr.contains(&fingerprint),
+        "{}",
+        run.context()
+    );
+    let text = fs::read_to_string(&report).expect("report");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(json["online"], 5, "{text}");
+    assert_eq!(json["max_depth"], 5, "{text}");
+    let tls = &json["mesh_tls"];
+    assert!(tls["parent_handshakes"].as_u64() >= Some(4), "{text}");
+    assert!(tls["child_handshakes"].as_u64() >= Some(4), "{text}");
+    assert_eq!(tls["parent_pin_mismatches"], 0, "{text}");
+    let published = json["messages"]["published"].as_u64().expect("published");
+    assert!(published > 0, "{text}");
+    assert_eq!(
+        json["messages"]["delivered"].as_u64(),
+        Some(published),
+        "{text}"
+    );
+    assert!(run.stdout.contains("mesh TLS: "), "{}", run.context());
+}
+
+#[test]
+fn sim_refuses_unusable_mesh_tls_files_with_the_file_named() {
+    let dir = TempDir::new("sim-mesh-tls-bad");
+    let sim = |name: &str| {
+        let args = [
+            "sim",
+            "--nodes",
+            "1",
+            "--profile",
+            "fast",
+            "--mesh-tls",
+            dir.arg(),
+        ];
+        let run = mqttmesh(&dir, name, &args);
+        assert_eq!(run.status.code(), Some(1), "{}", run.context());
+        run.stderr
+    };
+    let err = sim("none");
+    assert!(
+        err.contains("--mesh-tls: ")
+            && err.contains("server.cer is missing")
+            && err.contains("mqttmesh gen-cert --out DIR"),
+        "{err}"
+    );
+    let run = gen_cert(&dir, "gen", &[]);
+    assert!(run.status.success(), "{}", run.context());
+    let fp = dir.path("ssl/fingerprint");
+    fs::write(&fp, [1u8; 12]).expect("truncate the fingerprint");
+    let err = sim("short-fingerprint");
+    assert!(
+        err.contains("holds 12 bytes") && err.contains("fingerprint"),
+        "{err}"
+    );
+    fs::write(&fp, [1u8; 20]).expect("another fingerprint");
+    let err = sim("other-fingerprint");
+    assert!(err.contains("different `mqttmesh gen-cert` runs"), "{err}");
+    let key = dir.path("ssl/server.key");
+    let bytes = fs::read(&key).expect("key");
+    fs::write(&key, &bytes[..bytes.len() / 2]).expect("truncate the key");
+    let err = sim("truncated-key");
+    assert!(
+        err.contains("server.key is not a usable DER private key"),
+        "{err}"
+    );
+}

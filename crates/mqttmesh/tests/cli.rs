@@ -111,6 +111,8 @@ fn sim_grid_30_until_formed_reports_all_online_and_delivered() {
     assert_eq!(num(messages, "delivered"), published, "{messages}");
     let depths = check_tree(&report, 30);
     assert_eq!(depths.iter().max().copied(), Some(max_depth));
+    // One mesh, one password: every join authenticates.
+    assert_eq!(num(&report, "auth_failures"), 0, "{report}");
 
     // The tree and the summary on stdout.
     let lines: Vec<&str> = run.stdout.lines().collect();

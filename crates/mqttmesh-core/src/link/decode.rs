@@ -6,7 +6,7 @@ use crate::topic::MsgType;
 
 use super::{
     check_max, check_node_id, check_topic_chars, check_topic_len, code, DecodeError, Frame,
-    JoinRequest, Path, Reason, MAX_BODY, MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD,
+    JoinRequest, Path, Reason, MAX_BODY, MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD, VERSION,
 };
 
 /// Reads fields front to back; every read checks the remaining length first.
@@ -58,6 +58,12 @@ impl<'a> Reader<'a> {
         self.str(len)
     }
 
+    fn node_id_str(&mut self) -> Result<&'a str, DecodeError> {
+        let id = self.str8(MAX_ID_LEN)?;
+        check_node_id(id)?;
+        Ok(id)
+    }
+
     fn node_id(&mut self) -> Result<NodeId, DecodeError> {
         let id = self.str8(MAX_ID_LEN)?;
         Ok(check_node_id(id)?)
@@ -106,6 +112,12 @@ impl<'a> Frame<'a> {
             code::JOIN_REJECT => Frame::JoinReject {
                 reason: r.reason()?,
             },
+            code::CHALLENGE => Frame::Challenge {
+                nonce: r.array()?,
+                parent_id: r.node_id_str()?,
+                tag: r.array()?,
+            },
+            code::PROOF => Frame::Proof { tag: r.array()? },
             code::PUBLISH => Self::decode_publish(&mut r)?,
             code::DELIVER => Frame::Deliver {
                 topic: r.topic()?,
@@ -135,14 +147,14 @@ impl<'a> Frame<'a> {
     }
 
     fn decode_join_request(r: &mut Reader<'a>) -> Result<Frame<'a>, DecodeError> {
+        // The version comes first so that every version can refuse every other cleanly.
         let version = r.u8()?;
-        let mesh_tag = r.u32()?;
-        let node_id = r.str8(MAX_ID_LEN)?;
-        check_node_id(node_id)?;
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
         Ok(Frame::JoinRequest(JoinRequest {
-            version,
-            mesh_tag,
-            node_id,
+            nonce: r.array()?,
+            node_id: r.node_id_str()?,
             chip_id: r.u32()?,
             firmware_id: r.u32()?,
             firmware_version: r.str8(MAX_FIRMWARE_VERSION_LEN)?,
@@ -229,6 +241,10 @@ mod tests {
         assert_eq!(Frame::decode(&[0x30, 10]), Err(DecodeError::BadReason(10)));
         let publish = [0x10, 0, 1, 1, b'A', 7, 1, b't', 0, 0];
         assert_eq!(Frame::decode(&publish), Err(DecodeError::BadMsgType(7)));
+        assert_eq!(
+            Frame::decode(&[0x01, 1, 0]),
+            Err(DecodeError::UnsupportedVersion(1))
+        );
         for code in 1..=9 {
             assert_eq!(Reason::from_u8(code).map(|r| r as u8), Some(code));
         }
@@ -236,14 +252,26 @@ mod tests {
 
     #[test]
     fn declared_lengths_are_checked_before_the_bytes() {
-        // Topic 129, payload 1025, ID 25, version 32, path 33: refused without the data.
-        let cases: [&[u8]; 6] = [
+        // Topic 129, payload 1025, ID 25, version 32, path 33, parent ID 25: refused
+        // without the data.
+        let mut join_id = [0u8; 19];
+        join_id[..2].copy_from_slice(&[0x01, 2]);
+        join_id[18] = 25;
+        let mut join_fw = [0u8; 29];
+        join_fw[..2].copy_from_slice(&[0x01, 2]);
+        join_fw[18..20].copy_from_slice(&[1, b'A']);
+        join_fw[28] = 32;
+        let mut challenge = [0u8; 18];
+        challenge[0] = 0x04;
+        challenge[17] = 25;
+        let cases: [&[u8]; 7] = [
             &[0x11, 129],
             &[0x11, 1, b't', 0x04, 0x01],
             &[0x10, 0, 0, 1, b'A', 0, 129],
-            &[0x01, 1, 0, 0, 0, 0, 25],
-            &[0x01, 1, 0, 0, 0, 0, 1, b'A', 0, 0, 0, 0, 0, 0, 0, 0, 32],
+            &join_id,
+            &join_fw,
             &[0x02, 33],
+            &challenge,
         ];
         for body in cases {
             assert_eq!(

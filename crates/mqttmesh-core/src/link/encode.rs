@@ -5,7 +5,7 @@ use crate::identity::MAX_ID_LEN;
 
 use super::{
     check_max, check_node_id, check_topic, code, EncodeError, Frame, Invalid, HEADER_LEN, MAX_BODY,
-    MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD, MAX_TOPIC_LEN,
+    MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD, MAX_TOPIC_LEN, NONCE_LEN, TAG_LEN, VERSION,
 };
 
 /// Writes fields front to back; every write checks the remaining room first.
@@ -51,7 +51,8 @@ impl Writer<'_> {
 }
 
 // Every valid frame fits in MAX_BODY, so `encode` never refuses a valid frame for size.
-const _: () = assert!(17 + MAX_ID_LEN + MAX_FIRMWARE_VERSION_LEN <= MAX_BODY);
+const _: () = assert!(29 + MAX_ID_LEN + MAX_FIRMWARE_VERSION_LEN <= MAX_BODY);
+const _: () = assert!(2 + NONCE_LEN + MAX_ID_LEN + TAG_LEN <= MAX_BODY);
 const _: () = assert!(2 + MAX_PATH * (1 + MAX_ID_LEN) <= MAX_BODY);
 const _: () = assert!(MAX_PATH <= u8::MAX as usize);
 const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + MAX_ID_LEN + 16 <= MAX_BODY);
@@ -63,6 +64,8 @@ impl Frame<'_> {
             Frame::JoinRequest(_) => code::JOIN_REQUEST,
             Frame::JoinAccept { .. } => code::JOIN_ACCEPT,
             Frame::JoinReject { .. } => code::JOIN_REJECT,
+            Frame::Challenge { .. } => code::CHALLENGE,
+            Frame::Proof { .. } => code::PROOF,
             Frame::Publish { .. } => code::PUBLISH,
             Frame::Deliver { .. } => code::DELIVER,
             Frame::Ack { .. } => code::ACK,
@@ -82,13 +85,17 @@ impl Frame<'_> {
 
     fn body_len(&self) -> usize {
         let fields = match self {
-            Frame::JoinRequest(j) => 16usize
+            Frame::JoinRequest(j) => (1 + NONCE_LEN + 1 + 4 + 4 + 1 + 1)
                 .saturating_add(j.node_id.len())
                 .saturating_add(j.firmware_version.len()),
             Frame::JoinAccept { path } | Frame::Resume { path } => path
                 .iter()
                 .fold(1, |n: usize, id| n.saturating_add(1 + id.as_str().len())),
             Frame::JoinReject { .. } | Frame::Leave { .. } => 1,
+            Frame::Challenge { parent_id, .. } => {
+                (NONCE_LEN + 1 + TAG_LEN).saturating_add(parent_id.len())
+            }
+            Frame::Proof { .. } => TAG_LEN,
             Frame::Publish {
                 topic,
                 payload,
@@ -115,6 +122,7 @@ impl Frame<'_> {
                 check_node_id(j.node_id)?;
                 check_max(j.firmware_version.len(), MAX_FIRMWARE_VERSION_LEN)
             }
+            Frame::Challenge { parent_id, .. } => check_node_id(parent_id).map(|_| ()),
             Frame::Publish {
                 topic,
                 payload,
@@ -134,6 +142,7 @@ impl Frame<'_> {
             Frame::JoinAccept { .. }
             | Frame::Resume { .. }
             | Frame::Hold
+            | Frame::Proof { .. }
             | Frame::JoinReject { .. }
             | Frame::Leave { .. }
             | Frame::KeepAlive
@@ -162,8 +171,8 @@ impl Frame<'_> {
     fn encode_fields(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         match self {
             Frame::JoinRequest(j) => {
-                w.u8(j.version)?;
-                w.u32(j.mesh_tag)?;
+                w.u8(VERSION)?;
+                w.put(&j.nonce)?;
                 w.str8(j.node_id)?;
                 w.u32(j.chip_id)?;
                 w.u32(j.firmware_id)?;
@@ -176,6 +185,16 @@ impl Frame<'_> {
                 path.iter().try_for_each(|id| w.str8(id.as_str()))
             }
             Frame::JoinReject { reason } | Frame::Leave { reason } => w.u8(*reason as u8),
+            Frame::Challenge {
+                nonce,
+                parent_id,
+                tag,
+            } => {
+                w.put(nonce)?;
+                w.str8(parent_id)?;
+                w.put(tag)
+            }
+            Frame::Proof { tag } => w.put(tag),
             Frame::Publish {
                 id,
                 origin,

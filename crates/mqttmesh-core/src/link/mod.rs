@@ -22,15 +22,20 @@ use crate::config::MAX_DEPTH_LIMIT;
 use crate::identity::{NodeId, MAX_ID_LEN};
 use crate::topic::{MsgType, MAX_TOPIC_LEN};
 
+pub mod auth;
 mod decode;
 mod deframer;
 mod encode;
 #[cfg(test)]
 mod fixtures;
 
+pub use auth::{JoinKey, Nonce, Tag, Transcript, NONCE_LEN, TAG_LEN};
 pub use deframer::Deframer;
 
-/// Link protocol version carried in the join handshake.
+/// Link protocol version carried in the join request. Version 2 replaced the mesh tag
+/// of version 1 with the authenticated handshake (`docs/PROTOCOL.md` "Join handshake")
+/// and, in the same release, added the origin to `Publish` and the `Ack`, `Hold` and
+/// `Resume` frames.
 pub const VERSION: u8 = 2;
 /// Length of the frame header (body length, u16 big-endian).
 pub const HEADER_LEN: usize = 2;
@@ -51,6 +56,10 @@ pub mod code {
     pub const JOIN_ACCEPT: u8 = 0x02;
     /// Parent → child: join refused.
     pub const JOIN_REJECT: u8 = 0x03;
+    /// Parent → child: the parent's nonce, ID and proof; asks for the child's proof.
+    pub const CHALLENGE: u8 = 0x04;
+    /// Child → parent: the child's proof.
+    pub const PROOF: u8 = 0x05;
     /// Child → parent: publish upstream.
     pub const PUBLISH: u8 = 0x10;
     /// Parent → child: deliver downstream.
@@ -83,8 +92,9 @@ pub enum Reason {
     TooDeep = 3,
     /// Unsupported link protocol version.
     Version = 4,
-    /// Mesh tag mismatch: another mesh or another mesh password.
-    WrongMesh = 5,
+    /// The join handshake failed: the peer could not prove it knows the mesh password
+    /// (another mesh, or a wrong password).
+    Auth = 5,
     /// The parent has no path to the broker right now.
     NotReady = 6,
     /// A node with that ID is already a child.
@@ -103,7 +113,7 @@ impl Reason {
             2 => Reason::Loop,
             3 => Reason::TooDeep,
             4 => Reason::Version,
-            5 => Reason::WrongMesh,
+            5 => Reason::Auth,
             6 => Reason::NotReady,
             7 => Reason::Duplicate,
             8 => Reason::Protocol,
@@ -120,7 +130,7 @@ impl fmt::Display for Reason {
             Reason::Loop => "joining node is on the parent's path",
             Reason::TooDeep => "child would exceed the maximum depth",
             Reason::Version => "unsupported link protocol version",
-            Reason::WrongMesh => "mesh tag mismatch",
+            Reason::Auth => "authentication failed (another mesh or a wrong mesh password)",
             Reason::NotReady => "parent has no path to the broker",
             Reason::Duplicate => "node ID already joined",
             Reason::Protocol => "protocol violation",
@@ -132,13 +142,12 @@ impl fmt::Display for Reason {
 /// Longest firmware version string in a [`JoinRequest`].
 pub const MAX_FIRMWARE_VERSION_LEN: usize = 31;
 
-/// A child's join request.
+/// A child's join request. Its version byte is always [`VERSION`]: a request of any
+/// other version does not decode ([`DecodeError::UnsupportedVersion`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JoinRequest<'a> {
-    /// The child's link protocol version.
-    pub version: u8,
-    /// `identity::mesh_key(mesh password)`: proves (weakly) it is of the same mesh.
-    pub mesh_tag: u32,
+    /// The child's fresh nonce for the handshake.
+    pub nonce: Nonce,
     /// The child's node ID.
     pub node_id: &'a str,
     /// The child's chip ID.
@@ -159,6 +168,21 @@ pub struct JoinRequest<'a> {
 pub enum Frame<'a> {
     /// Child → parent, first frame on a link.
     JoinRequest(JoinRequest<'a>),
+    /// Parent → child, the answer to a valid `JoinRequest`: the parent's nonce and node
+    /// ID, and its proof of the mesh key over the transcript.
+    Challenge {
+        /// The parent's fresh nonce.
+        nonce: Nonce,
+        /// The parent's node ID (the last entry of the path it will send).
+        parent_id: &'a str,
+        /// `mac_p`, see [`auth`].
+        tag: Tag,
+    },
+    /// Child → parent, the answer to a verified `Challenge`.
+    Proof {
+        /// `mac_c`, see [`auth`].
+        tag: Tag,
+    },
     /// Parent → child: accepted; the parent's path (root first, parent last).
     JoinAccept {
         /// The parent's path; the child's depth is `path.len() + 1`.
@@ -239,6 +263,8 @@ pub enum DecodeError {
     BadMsgType(u8),
     /// Unknown reason code.
     BadReason(u8),
+    /// A join request of another link protocol version (the byte after the type).
+    UnsupportedVersion(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -253,6 +279,9 @@ impl fmt::Display for DecodeError {
             DecodeError::BadField => f.write_str("invalid node ID or topic"),
             DecodeError::BadMsgType(t) => write!(f, "unknown message type {t}"),
             DecodeError::BadReason(r) => write!(f, "unknown reason code {r}"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "link protocol version {v} (this node speaks {VERSION})")
+            }
         }
     }
 }

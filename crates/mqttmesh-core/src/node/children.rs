@@ -1,9 +1,9 @@
 //! Our AP's side: child links, the join handshake as parent, and relaying upstream.
 
 use super::parent::frame_name;
-use super::{Action, ChildState, Level, LinkId, Node, CHILD_SLOTS};
+use super::{Action, Challenged, ChildState, Level, LinkId, Node, CHILD_SLOTS};
 use crate::identity::NodeId;
-use crate::link::{self, Frame, JoinRequest, Reason};
+use crate::link::{self, Frame, JoinRequest, Reason, Transcript};
 use crate::time::Instant;
 use crate::topic::{Info, MsgType};
 
@@ -42,11 +42,17 @@ impl Node {
             return;
         };
         child.last_rx = now;
-        let joined = matches!(child.state, ChildState::Joined { .. });
-        match (joined, frame) {
-            (false, Frame::JoinRequest(req)) => self.on_join_request(now, slot, &req),
+        let stage = match child.state {
+            ChildState::Free => return,
+            ChildState::Pending => Stage::AwaitRequest,
+            ChildState::Challenged(_) => Stage::AwaitProof,
+            ChildState::Joined { .. } => Stage::Joined,
+        };
+        match (stage, frame) {
+            (Stage::AwaitRequest, Frame::JoinRequest(req)) => self.on_join_request(slot, &req),
+            (Stage::AwaitProof, Frame::Proof { tag }) => self.on_proof(slot, &tag),
             (
-                true,
+                Stage::Joined,
                 Frame::Publish {
                     id,
                     origin,
@@ -55,22 +61,47 @@ impl Node {
                     payload,
                 },
             ) => self.on_upstream(now, slot, (origin, id), msg_type, topic, payload),
-            (true, Frame::KeepAlive) => {
+            (Stage::Joined, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
             }
-            (true, Frame::KeepAliveAck) => {}
+            (Stage::Joined, Frame::KeepAliveAck) => {}
+            (
+                Stage::AwaitProof,
+                Frame::Leave {
+                    reason: Reason::Auth,
+                },
+            ) => {
+                // Our challenge did not verify under its key: another mesh or a wrong
+                // password on its side. The same failure as a bad proof, seen first by
+                // the child because the parent proves first.
+                self.counters.auth_failures += 1;
+                self.counters.rejected_joins += 1;
+                self.log(
+                    Level::Warn,
+                    format_args!(
+                        "child {slot} could not verify our challenge (another mesh or a wrong mesh password)"
+                    ),
+                );
+                let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+                self.on_child_closed(now, slot);
+            }
             (_, Frame::Leave { reason }) => {
                 self.log(Level::Info, format_args!("child {slot} left: {reason}"));
                 let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
                 self.on_child_closed(now, slot);
             }
-            (joined, frame) => {
+            (stage, frame) => {
                 self.counters.malformed += 1;
+                if stage != Stage::Joined {
+                    // Nothing but the next handshake frame before the join completes.
+                    self.counters.handshake_failures += 1;
+                }
                 self.log(
                     Level::Warn,
                     format_args!(
-                        "child {slot} sent {} (joined: {joined}); closing",
-                        frame_name(&frame)
+                        "child {slot} sent {} while {}; closing",
+                        frame_name(&frame),
+                        stage.name()
                     ),
                 );
                 self.protocol_close(now, LinkId::Child(slot));
@@ -78,32 +109,67 @@ impl Node {
         }
     }
 
-    fn on_join_request(&mut self, now: Instant, slot: u8, req: &JoinRequest<'_>) {
+    /// First handshake step: answer with our nonce, our ID and our proof of the key.
+    /// The admission checks wait for the child's proof, so a stranger learns nothing
+    /// about our path or our children.
+    fn on_join_request(&mut self, slot: u8, req: &JoinRequest<'_>) {
         let Ok(id) = NodeId::new(req.node_id) else {
             self.reject(slot, Reason::Protocol);
             return;
         };
-        // A node joining again still holds its old, not yet noticed dead slot: that one
-        // is replaced below, so it does not count against the limit.
-        let joined = self.children().filter(|c| **c != id).count();
-        let reason = if req.version != link::VERSION {
-            Some(Reason::Version)
-        } else if req.mesh_tag != self.mesh_key {
-            Some(Reason::WrongMesh)
-        } else if !self.connected() || !self.ap_open {
-            Some(Reason::NotReady)
-        } else if self.path.contains(&id) {
-            Some(Reason::Loop)
-        } else if self.path.len() + 1 + usize::from(req.subtree_height)
-            > usize::from(self.config.max_depth)
-        {
-            Some(Reason::TooDeep)
-        } else if joined >= usize::from(self.config.max_children) {
-            Some(Reason::Full)
-        } else {
-            None
+        if !self.connected() || !self.ap_open {
+            self.log(
+                Level::Info,
+                format_args!("refusing join of {id}: not ready"),
+            );
+            self.reject(slot, Reason::NotReady);
+            return;
+        }
+        let nonce = self.nonce();
+        let own = self.id.clone();
+        let Ok(transcript) = Transcript::new(req, &nonce, own.as_str()) else {
+            // Unreachable: a decoded request always encodes again.
+            self.reject(slot, Reason::Protocol);
+            return;
         };
-        if let Some(reason) = reason {
+        let challenge = Frame::Challenge {
+            nonce,
+            parent_id: own.as_str(),
+            tag: self.join_key.parent_tag(&transcript),
+        };
+        if self.send_frame(LinkId::Child(slot), &challenge).is_err() {
+            self.drop_child(slot);
+            return;
+        }
+        self.children[usize::from(slot)].state = ChildState::Challenged(Challenged {
+            id,
+            transcript,
+            subtree_height: req.subtree_height,
+            firmware_id: req.firmware_id,
+        });
+    }
+
+    /// Last handshake step: the child proved the key; admit it or say why not.
+    fn on_proof(&mut self, slot: u8, tag: &link::Tag) {
+        let Some(child) = self.children.get_mut(usize::from(slot)) else {
+            return;
+        };
+        let ChildState::Challenged(ch) = core::mem::take(&mut child.state) else {
+            return;
+        };
+        // Keep the slot busy while deciding (`reject` frees it).
+        child.state = ChildState::Pending;
+        let id = ch.id;
+        if !self.join_key.verify_child(&ch.transcript, tag) {
+            self.counters.auth_failures += 1;
+            self.log(
+                Level::Warn,
+                format_args!("child {id} failed to prove the mesh password; refusing"),
+            );
+            self.reject(slot, Reason::Auth);
+            return;
+        }
+        if let Some(reason) = self.admission(&id, ch.subtree_height) {
             self.log(Level::Warn, format_args!("refusing join of {id}: {reason}"));
             self.reject(slot, reason);
             return;
@@ -123,22 +189,44 @@ impl Node {
             .send_frame(LinkId::Child(slot), &Frame::JoinAccept { path })
             .is_err()
         {
-            let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
-            self.children[usize::from(slot)].state = ChildState::Free;
+            self.drop_child(slot);
             return;
         }
         self.log(
             Level::Info,
-            format_args!(
-                "child {id} joined (slot {slot}, fw {:04X})",
-                req.firmware_id
-            ),
+            format_args!("child {id} joined (slot {slot}, fw {:04X})", ch.firmware_id),
         );
         self.children[usize::from(slot)].state = ChildState::Joined { id };
-        let _ = now;
     }
 
-    fn reject(&mut self, slot: u8, reason: Reason) {
+    /// Why an authenticated child may not join, if it may not.
+    fn admission(&self, id: &NodeId, subtree_height: u8) -> Option<Reason> {
+        // A node joining again still holds its old, not yet noticed dead slot: that one
+        // is replaced, so it does not count against the limit.
+        let joined = self.children().filter(|c| *c != id).count();
+        if !self.connected() || !self.ap_open {
+            Some(Reason::NotReady)
+        } else if self.path.contains(id) {
+            Some(Reason::Loop)
+        } else if self.path.len() + 1 + usize::from(subtree_height)
+            > usize::from(self.config.max_depth)
+        {
+            Some(Reason::TooDeep)
+        } else if joined >= usize::from(self.config.max_children) {
+            Some(Reason::Full)
+        } else {
+            None
+        }
+    }
+
+    fn drop_child(&mut self, slot: u8) {
+        let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
+        if let Some(child) = self.children.get_mut(usize::from(slot)) {
+            child.state = ChildState::Free;
+        }
+    }
+
+    pub(super) fn reject(&mut self, slot: u8, reason: Reason) {
         self.counters.rejected_joins += 1;
         let _ = self.send_frame(LinkId::Child(slot), &Frame::JoinReject { reason });
         let _ = self.push_action(Action::CloseLink(LinkId::Child(slot)));
@@ -208,11 +296,20 @@ impl Node {
             let child = &mut self.children[slot];
             match child.state {
                 ChildState::Free => {}
-                ChildState::Pending => {
+                ChildState::Pending | ChildState::Challenged(_) => {
                     if now >= child.since + timing.connect_timeout {
+                        let stage = if matches!(child.state, ChildState::Pending) {
+                            "before its join request"
+                        } else {
+                            "before its proof"
+                        };
                         child.state = ChildState::Free;
                         self.counters.rejected_joins += 1;
-                        self.log(Level::Warn, format_args!("{link:?}: join stalled; closing"));
+                        self.counters.handshake_failures += 1;
+                        self.log(
+                            Level::Warn,
+                            format_args!("{link:?}: join stalled {stage}; closing"),
+                        );
                         let _ = self.push_action(Action::CloseLink(link));
                     }
                 }
@@ -227,6 +324,24 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Where a child link is, for the frame dispatch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    AwaitRequest,
+    AwaitProof,
+    Joined,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::AwaitRequest => "awaiting its join request",
+            Stage::AwaitProof => "awaiting its proof",
+            Stage::Joined => "joined",
         }
     }
 }

@@ -175,6 +175,14 @@ pub struct Counters {
     pub rejected_joins: u64,
     /// Parents we refused or that refused us.
     pub refused_parents: u64,
+    /// Join handshakes that failed authentication, either side: a child or a parent
+    /// that could not prove it knows the mesh password (another mesh or a wrong
+    /// password), or a parent that refused our proof (`JoinReject { Auth }`).
+    pub auth_failures: u64,
+    /// Join handshakes abandoned for a frame out of order or a stall (no answer within
+    /// `connect_timeout`), either side. Each is also counted as `malformed` or a
+    /// rejected join.
+    pub handshake_failures: u64,
     /// Publications refused (bad topic, too large, not connected).
     pub publish_rejected: u64,
     /// Items dropped because a queue was full.

@@ -42,7 +42,9 @@ use heapless::{Deque, String, Vec};
 
 use crate::config::{Config, MAX_CHILDREN_LIMIT};
 use crate::identity::{self, Mac, NodeId};
-use crate::link::{self, Deframer, Frame, Path, MAX_FRAME, MAX_PAYLOAD};
+use crate::link::{
+    self, Deframer, Frame, JoinKey, Nonce, Path, Transcript, MAX_FRAME, MAX_PAYLOAD,
+};
 use crate::rand::Rand;
 use crate::time::Instant;
 use crate::topic::{self, MsgType, Topic};
@@ -81,10 +83,33 @@ struct Transmit {
 enum ChildState {
     #[default]
     Free,
+    /// Link open, waiting for the JoinRequest.
     Pending,
+    /// Challenge sent, waiting for the child's Proof.
+    Challenged(Challenged),
     Joined {
         id: NodeId,
     },
+}
+
+/// What a parent keeps between its Challenge and the child's Proof.
+#[derive(Debug)]
+struct Challenged {
+    id: NodeId,
+    transcript: Transcript,
+    subtree_height: u8,
+    firmware_id: u32,
+}
+
+/// Where the child side of the join handshake is (while `State::Joining`).
+#[derive(Debug, Default)]
+enum Handshake {
+    #[default]
+    Idle,
+    /// JoinRequest sent with this nonce; waiting for the Challenge.
+    AwaitChallenge { nonce: Nonce },
+    /// Proof sent to this parent; waiting for JoinAccept.
+    AwaitAccept { parent_id: NodeId },
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +124,7 @@ struct Child {
 #[derive(Debug, Default)]
 struct ParentLink {
     open: bool,
+    handshake: Handshake,
     deframer: Deframer,
     last_rx: Instant,
     last_tx: Instant,
@@ -111,6 +137,7 @@ pub struct Node {
     chip_id: u32,
     id: NodeId,
     mesh_key: u32,
+    join_key: JoinKey,
     ap_mac: Mac,
     sta_mac: Mac,
     rand: Rand,
@@ -154,11 +181,15 @@ pub struct Node {
 impl Node {
     /// A node for chip `chip_id` (low 24 bits), starting at `now`.
     ///
-    /// `seed` feeds the node's jitter; `reset_reason` is published once on the first
+    /// `seed` feeds the node's jitter and the nonces of the join handshake: on the chip
+    /// it must come from the hardware RNG at every boot (`docs/PROTOCOL.md` "Join
+    /// handshake", "Nonces"). `reset_reason` is published once on the first
     /// connection (`info/reset_Reason`), e.g. `Power on` or `Restart`.
     pub fn new(config: Config, chip_id: u32, seed: u64, reset_reason: &str, now: Instant) -> Node {
         let chip_id = chip_id & 0x00FF_FFFF;
         let mesh_key = identity::mesh_key(&config.mesh_password);
+        // Derived once: the join handshake only clones the keyed HMAC.
+        let join_key = JoinKey::derive(&config.mesh_password, &config.mesh_ssid_base);
         let id = config
             .node_id
             .clone()
@@ -179,6 +210,7 @@ impl Node {
             chip_id,
             id,
             mesh_key,
+            join_key,
             rand,
             reset_reason: reason,
             ever_online: false,
@@ -488,7 +520,9 @@ impl Node {
         for child in &self.children {
             match child.state {
                 ChildState::Free => {}
-                ChildState::Pending => consider(child.since + timing.connect_timeout),
+                ChildState::Pending | ChildState::Challenged(_) => {
+                    consider(child.since + timing.connect_timeout)
+                }
                 ChildState::Joined { .. } => {
                     consider(child.last_tx + timing.keepalive_interval);
                     consider(child.last_rx + timing.link_timeout);
@@ -594,6 +628,15 @@ impl Node {
                 LinkId::Parent => self.on_parent_frame(now, frame),
                 LinkId::Child(slot) => self.on_child_frame(now, slot, frame),
             },
+            Err(link::DecodeError::UnsupportedVersion(v)) if self.awaits_join_request(link) => {
+                if let LinkId::Child(slot) = link {
+                    self.log(
+                        Level::Warn,
+                        format_args!("child {slot}: link protocol version {v}; refusing join"),
+                    );
+                    self.reject(slot, link::Reason::Version);
+                }
+            }
             Err(e) => {
                 self.counters.malformed += 1;
                 self.log(
@@ -603,6 +646,28 @@ impl Node {
                 self.protocol_close(now, link);
             }
         }
+    }
+
+    /// Whether `link` is a child link that has not sent its JoinRequest yet.
+    fn awaits_join_request(&self, link: LinkId) -> bool {
+        match link {
+            LinkId::Parent => false,
+            LinkId::Child(slot) => self
+                .children
+                .get(usize::from(slot))
+                .is_some_and(|c| matches!(c.state, ChildState::Pending)),
+        }
+    }
+
+    /// A fresh handshake nonce from the node's generator (seeded by the runtime: on the
+    /// chip from the hardware RNG, see `docs/PROTOCOL.md` "Join handshake").
+    fn nonce(&mut self) -> Nonce {
+        let mut nonce = [0u8; link::NONCE_LEN];
+        for chunk in nonce.chunks_mut(8) {
+            let bytes = self.rand.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        nonce
     }
 
     /// Closes a link whose peer broke the protocol.

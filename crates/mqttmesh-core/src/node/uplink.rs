@@ -1,12 +1,14 @@
 //! The uplink half of the node: scan, rank, associate, MQTT session or parent link and
 //! join handshake, going online, and losing the uplink.
 
+use core::fmt::Write as _;
 use core::net::Ipv4Addr;
 
 use heapless::String;
 
-use super::{Action, ChildState, Event, Level, LinkId, Node};
-use crate::link::{self, Frame, JoinRequest, Path};
+use super::{Action, ChildState, Event, Handshake, Level, LinkId, Node};
+use crate::identity::NodeId;
+use crate::link::{self, Frame, JoinRequest, Nonce, Path, Transcript};
 use crate::time::{Duration, Instant};
 use crate::topic;
 use crate::uplink::{self, Kind, ScanEntry};
@@ -192,26 +194,98 @@ impl Node {
         self.parent.last_tx = now;
         self.state = State::Joining;
         self.deadline = Some(now + self.config.timing.connect_timeout);
-        let id = self.id.clone();
+        let nonce = self.nonce();
+        self.parent.handshake = Handshake::AwaitChallenge { nonce };
         let version = self.config.firmware_version.clone();
-        let request = Frame::JoinRequest(JoinRequest {
-            version: link::VERSION,
-            mesh_tag: self.mesh_key,
-            node_id: id.as_str(),
-            chip_id: self.chip_id,
-            firmware_id: self.config.firmware_id,
-            firmware_version: &version,
-            subtree_height: 0,
-        });
+        let id = self.id.clone();
+        let request = Frame::JoinRequest(self.own_join_request(&nonce, &id, &version));
         if self.send_frame(LinkId::Parent, &request).is_err() {
             self.fail_candidate(now);
         }
     }
 
+    /// Our join request; the same fields each time for a given nonce, so the challenge's
+    /// transcript can be rebuilt from the nonce alone.
+    fn own_join_request<'a>(
+        &self,
+        nonce: &Nonce,
+        id: &'a NodeId,
+        version: &'a str,
+    ) -> JoinRequest<'a> {
+        JoinRequest {
+            nonce: *nonce,
+            node_id: id.as_str(),
+            chip_id: self.chip_id,
+            firmware_id: self.config.firmware_id,
+            firmware_version: version,
+            subtree_height: 0,
+        }
+    }
+
+    /// The parent's Challenge: check its proof of the mesh key, then send ours.
+    pub(super) fn on_challenge(
+        &mut self,
+        now: Instant,
+        parent_nonce: &Nonce,
+        parent_id: &str,
+        tag: &link::Tag,
+    ) {
+        let Handshake::AwaitChallenge { nonce } = self.parent.handshake else {
+            return;
+        };
+        let version = self.config.firmware_version.clone();
+        let id = self.id.clone();
+        let request = self.own_join_request(&nonce, &id, &version);
+        let transcript = Transcript::new(&request, parent_nonce, parent_id);
+        let parent = NodeId::new(parent_id);
+        let (Ok(transcript), Ok(parent)) = (transcript, parent) else {
+            // Unreachable: our own request encodes and a decoded ID is valid.
+            self.refuse_parent(now, link::Reason::Protocol, "invalid challenge");
+            return;
+        };
+        if !self.join_key.verify_parent(&transcript, tag) {
+            self.counters.auth_failures += 1;
+            self.refuse_parent(
+                now,
+                link::Reason::Auth,
+                "it failed to prove the mesh password",
+            );
+            return;
+        }
+        let proof = Frame::Proof {
+            tag: self.join_key.child_tag(&transcript),
+        };
+        if self.send_frame(LinkId::Parent, &proof).is_err() {
+            self.fail_candidate(now);
+            return;
+        }
+        self.parent.handshake = Handshake::AwaitAccept { parent_id: parent };
+    }
+
+    /// Leaves the parent we are joining, tells it why, and keeps it out of the ranking
+    /// for a while.
+    fn refuse_parent(&mut self, now: Instant, reason: link::Reason, why: &str) {
+        self.counters.refused_parents += 1;
+        let bssid = self.current.as_ref().map(|c| c.bssid);
+        match bssid {
+            Some(b) => self.log(Level::Warn, format_args!("refusing parent {b}: {why}")),
+            None => self.log(Level::Warn, format_args!("refusing parent: {why}")),
+        }
+        let _ = self.send_frame(LinkId::Parent, &Frame::Leave { reason });
+        if let Some(bssid) = bssid {
+            self.penalize(now, bssid, PENALTY);
+        }
+        self.fail_candidate(now);
+    }
+
     /// The parent accepted us; `path` is its path (root first, parent last).
     pub(super) fn on_join_accept(&mut self, now: Instant, path: Path) {
-        let reason = if path.is_empty() {
-            // A parent always names itself last.
+        let Handshake::AwaitAccept { parent_id } = core::mem::take(&mut self.parent.handshake)
+        else {
+            return;
+        };
+        let reason = if path.last() != Some(&parent_id) {
+            // A parent always names itself last, as it did in its Challenge.
             Some(link::Reason::Protocol)
         } else if path.contains(&self.id) {
             Some(link::Reason::Loop)
@@ -221,14 +295,9 @@ impl Node {
             None
         };
         if let Some(reason) = reason {
-            self.counters.refused_parents += 1;
-            self.log(Level::Warn, format_args!("refusing parent: {reason}"));
-            let _ = self.send_frame(LinkId::Parent, &Frame::Leave { reason });
-            if let Some(c) = &self.current {
-                let bssid = c.bssid;
-                self.penalize(now, bssid, PENALTY);
-            }
-            self.fail_candidate(now);
+            let mut why: String<64> = String::new();
+            let _ = write!(why, "{reason}");
+            self.refuse_parent(now, reason, &why);
             return;
         }
         self.path = path;
@@ -244,6 +313,10 @@ impl Node {
     /// The parent refused us.
     pub(super) fn on_join_reject(&mut self, now: Instant, reason: link::Reason) {
         self.counters.refused_parents += 1;
+        if reason == link::Reason::Auth {
+            // The parent could not check our proof: our password or SSID base differs.
+            self.counters.auth_failures += 1;
+        }
         self.log(Level::Info, format_args!("parent refused join: {reason}"));
         if let Some(c) = &self.current {
             let bssid = c.bssid;
@@ -261,6 +334,9 @@ impl Node {
             }
             State::Associating | State::MqttConnecting | State::LinkConnecting | State::Joining => {
                 let state = self.state;
+                if state == State::Joining {
+                    self.counters.handshake_failures += 1;
+                }
                 self.log(Level::Info, format_args!("{state:?} timed out"));
                 if let Some(c) = &self.current {
                     let bssid = c.bssid;
@@ -274,6 +350,7 @@ impl Node {
 
     pub(super) fn on_parent_closed(&mut self, now: Instant) {
         self.parent.open = false;
+        self.parent.handshake = Handshake::Idle;
         match self.state {
             State::LinkConnecting | State::Joining => self.fail_candidate(now),
             State::Mesh | State::Held => self.lose_uplink(now, "parent link lost"),
@@ -343,6 +420,7 @@ impl Node {
     }
 
     fn close_parent_link(&mut self) {
+        self.parent.handshake = Handshake::Idle;
         if self.parent.open {
             self.parent.open = false;
             let _ = self.push_action(Action::CloseLink(LinkId::Parent));
@@ -459,7 +537,7 @@ impl Node {
                 ChildState::Joined { .. } => {
                     let _ = self.send_frame(link, &Frame::Hold);
                 }
-                ChildState::Pending => {
+                ChildState::Pending | ChildState::Challenged(_) => {
                     self.children[slot].state = ChildState::Free;
                     let _ = self.push_action(Action::CloseLink(link));
                 }
@@ -502,7 +580,7 @@ impl Node {
         self.counters.disconnects += 1;
         self.push_event(Event::Disconnected);
         self.state = State::Held;
-        self.path.clear();
+        // The path is kept (hidden while offline): `RESUME` must come from the same parent.
         self.reassert_at = None;
         let timing = self.config.timing;
         self.grace_until = Some(now + timing.uplink_grace + timing.link_timeout);
@@ -516,7 +594,13 @@ impl Node {
     /// Our parent is back online (`path` is its new path): online again, unless the
     /// new path makes us loop or sit too deep.
     pub(super) fn on_resume(&mut self, now: Instant, path: Path) {
-        let reason = if path.is_empty() {
+        let parent = self
+            .path
+            .len()
+            .checked_sub(2)
+            .and_then(|i| self.path.get(i));
+        let reason = if parent.is_none() || path.last() != parent {
+            // The parent names itself last, as it did when we joined.
             Some(link::Reason::Protocol)
         } else if path.contains(&self.id) {
             Some(link::Reason::Loop)

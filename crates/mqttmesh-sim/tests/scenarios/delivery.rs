@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use mqttmesh_core::link::{JoinRequest, VERSION};
 use mqttmesh_core::node::{Counters, PublishError, State};
 use mqttmesh_core::MsgType;
 use mqttmesh_sim::ROUTER;
@@ -196,19 +195,9 @@ fn root_publishes_a_resent_message_once_and_acknowledges_every_copy() {
     let mut w = World::from_edges(1, &config(), 34, &[(ROUTER, 0, -50)]);
     wait_for(&mut w, 10, "root online", World::all_online);
     let probe = w.connect_probe(0);
-    let join = encode(&Frame::JoinRequest(JoinRequest {
-        version: VERSION,
-        mesh_tag: w.node(0).mesh_key(),
-        node_id: "0C0C0C",
-        chip_id: 0x0C0C0C,
-        firmware_id: 0x1337,
-        firmware_version: "0.1",
-        subtree_height: 0,
-    }));
-    w.probe_send(probe, &join);
-    wait_for(&mut w, 1, "the join answer", |w| {
-        !w.probe_frames(probe).is_empty()
-    });
+    let key = join_key(mqttmesh_core::config::DEFAULT_MESH_PASSWORD);
+    let frames = probe_join(&mut w, probe, "0C0C0C", &key);
+    check(&w, frames.len() == 2, "a challenge, then the accept");
     let topic = format!("{OUT}0C0C0C/seq");
     let publish = encode(&Frame::Publish {
         id: 77,

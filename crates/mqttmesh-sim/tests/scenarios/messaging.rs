@@ -1,6 +1,6 @@
 //! Messages through the mesh: relaying, built-in topics, broadcast, limits, bursts.
 
-use mqttmesh_core::link::{JoinRequest, Path, VERSION};
+use mqttmesh_core::link::Path;
 use mqttmesh_core::MsgType;
 use mqttmesh_sim::ROUTER;
 
@@ -290,23 +290,12 @@ fn a_joined_child_may_only_publish_into_the_mesh_topics() {
     let mut w = World::from_edges(1, &config(), 24, &[(ROUTER, 0, -50)]);
     wait_for(&mut w, 10, "root online", World::all_online);
     let probe = w.connect_probe(0);
-    let join = encode(&Frame::JoinRequest(JoinRequest {
-        version: VERSION,
-        mesh_tag: w.node(0).mesh_key(),
-        node_id: "0C0C0C",
-        chip_id: 0x0C0C0C,
-        firmware_id: 0x1337,
-        firmware_version: "0.1",
-        subtree_height: 0,
-    }));
-    w.probe_send(probe, &join);
-    wait_for(&mut w, 1, "the join answer", |w| {
-        !w.probe_frames(probe).is_empty()
-    });
-    let frames = w.probe_frames(probe);
+    let key = join_key(mqttmesh_core::config::DEFAULT_MESH_PASSWORD);
+    let frames = probe_join(&mut w, probe, "0C0C0C", &key);
+    assert_eq!(frames.len(), 2, "a challenge, then the answer");
     let mut path = Path::new();
     path.push(w.node(0).id().clone()).expect("room");
-    assert_eq!(Frame::decode(&frames[0]), Ok(Frame::JoinAccept { path }));
+    assert_eq!(Frame::decode(&frames[1]), Ok(Frame::JoinAccept { path }));
     assert!(w.node(0).children().any(|c| c.as_str() == "0C0C0C"));
 
     for topic in ["elsewhere/x", "esp8266-out/0C0C0C/ok"] {

@@ -111,6 +111,10 @@ pub fn run(args: GenCertArgs) -> Result<ExitCode> {
     println!("  {KEY_PEM_FILE:<16} private key, PEM (mode 0600)");
     println!("  {RUST_FILE:<16} SERVER_CER, SERVER_KEY, FINGERPRINT for the firmware build");
     println!("fingerprint (SHA-1) {}", colon_hex(&fingerprint));
+    println!(
+        "run an emulated mesh over TLS with them: mqttmesh sim --mesh-tls {}",
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,7 +15,8 @@ pub enum WireError {
     TrailingBytes,
     /// Unknown phase or reason code.
     BadCode,
-    /// Version longer than 31 bytes or not UTF-8, or a window over 4096 chunks.
+    /// Version longer than 31 bytes or not UTF-8, or a window over 4096 chunks or past
+    /// chunk index `u32::MAX`.
     TooLong,
     /// Bit field of the wrong length, or bits set past `count`.
     NonCanonical,
@@ -237,9 +238,10 @@ pub const MAX_MISSING_LEN: usize = MISSING_FIXED + MAX_WINDOW as usize / 8;
 impl<'a> Missing<'a> {
     /// A window: bit `i` (byte `i / 8`, least significant bit first) set means chunk
     /// `first + i` is missing. `bits` must be exactly `ceil(count / 8)` bytes with no bit
-    /// set at or past `count`, and `count` at most [`MAX_WINDOW`].
+    /// set at or past `count`, `count` at most [`MAX_WINDOW`], and the window must end at
+    /// or before chunk index `u32::MAX` (it never wraps around to chunk 0).
     pub fn new(id: ManifestId, first: u32, count: u16, bits: &'a [u8]) -> Result<Self, WireError> {
-        if count > MAX_WINDOW {
+        if count > MAX_WINDOW || first.checked_add(u32::from(count)).is_none() {
             return Err(WireError::TooLong);
         }
         let used = usize::from(count).div_ceil(8);
@@ -299,7 +301,8 @@ impl<'a> Missing<'a> {
                 bits.get(i as usize / 8)
                     .is_some_and(|b| b & (1 << (i % 8)) != 0)
             })
-            .map(move |i| first.wrapping_add(i))
+            // `new` checked that `first + count` does not overflow.
+            .map(move |i| first + i)
     }
 
     /// Encodes into `buf`, returning the length.

@@ -14,6 +14,10 @@ use core::fmt;
 
 use heapless::{String, Vec};
 
+mod broker_tls;
+
+pub use broker_tls::{write_colon_hex, BrokerTls, PinError, SHA1_LEN, SHA256_LEN};
+
 use crate::identity::{IdError, Mac, NodeId};
 use crate::time::Duration;
 
@@ -140,8 +144,8 @@ pub struct Config {
     pub broker_host: String<64>,
     /// Broker port (non-zero).
     pub broker_port: u16,
-    /// TLS to the broker.
-    pub mqtt_tls: bool,
+    /// TLS to the broker, and how its certificate is verified.
+    pub mqtt_tls: BrokerTls,
     /// MQTT user name.
     pub mqtt_username: Option<String<64>>,
     /// MQTT password (requires a user name).
@@ -185,7 +189,7 @@ impl Config {
                 mesh_ssid_base: text(DEFAULT_MESH_SSID_BASE),
                 broker_host: text(DEFAULT_BROKER_HOST),
                 broker_port: DEFAULT_MQTT_PORT,
-                mqtt_tls: false,
+                mqtt_tls: BrokerTls::Off,
                 mqtt_username: None,
                 mqtt_password: None,
                 mesh_port: DEFAULT_MESH_PORT,
@@ -252,6 +256,8 @@ pub enum Field {
     MqttUsername,
     /// `mqtt_password`
     MqttPassword,
+    /// `mqtt_tls` (a pinned fingerprint)
+    MqttTls,
     /// `mesh_port`
     MeshPort,
     /// `in_prefix`
@@ -285,6 +291,7 @@ impl fmt::Display for Field {
             Field::BrokerPort => "broker_port",
             Field::MqttUsername => "mqtt_username",
             Field::MqttPassword => "mqtt_password",
+            Field::MqttTls => "mqtt_tls",
             Field::MeshPort => "mesh_port",
             Field::InPrefix => "in_prefix",
             Field::OutPrefix => "out_prefix",
@@ -322,9 +329,9 @@ impl ConfigError {
     }
 }
 
-/// Distinct fields a setter can record an error for: nine single fields, the network
+/// Distinct fields a setter can record an error for: ten single fields, the network
 /// list, and an SSID and a password per network.
-const MAX_SETTER_ERRORS: usize = 9 + 1 + 2 * MAX_NETWORKS;
+const MAX_SETTER_ERRORS: usize = 10 + 1 + 2 * MAX_NETWORKS;
 
 // Reasons, shared by the setters (value does not fit) and `build` (value out of range).
 const FIRMWARE_VERSION_LEN: &str = "must be 1..=31 bytes";
@@ -339,6 +346,11 @@ const SSID_BASE_CHARS: &str = "must not contain spaces or control characters";
 const HOST_LEN: &str = "must be 1..=63 bytes";
 const HOST_CHARS: &str = "must not contain whitespace or control characters";
 const PORT_ZERO: &str = "must not be 0";
+const TLS_ON_PLAIN_PORT: &str =
+    "1883 is the plain MQTT port but TLS is on; TLS brokers listen on 8883 (the default \
+     with TLS when no port is given)";
+const PIN_LEN: &str =
+    "a pinned fingerprint is 20 bytes (SHA-1) or 32 bytes (SHA-256) of the certificate";
 const CREDENTIAL_LEN: &str = "must be at most 64 bytes";
 const PASSWORD_WITHOUT_USER: &str = "a password needs a user name";
 const PREFIX_LEN: &str = "must be 2..=16 bytes";
@@ -410,9 +422,21 @@ impl Builder {
         }
         self
     }
-    /// TLS to the broker.
-    pub fn mqtt_tls(mut self, on: bool) -> Self {
-        self.config.mqtt_tls = on;
+    /// TLS to the broker ([`BrokerTls::Off`] by default). With TLS on and no port given,
+    /// the port is 8883; port 1883 given explicitly with TLS on is refused by `build`.
+    pub fn mqtt_tls(mut self, tls: BrokerTls) -> Self {
+        self.clear(Field::MqttTls);
+        self.config.mqtt_tls = tls;
+        self
+    }
+    /// TLS to the broker, pinning its certificate by fingerprint: the 20-byte SHA-1 of
+    /// the original library, or a 32-byte SHA-256. Another length is an error for
+    /// `mqtt_tls`, reported by `build`.
+    pub fn mqtt_fingerprint(mut self, fingerprint: &[u8]) -> Self {
+        match BrokerTls::from_fingerprint(fingerprint) {
+            Ok(tls) => self = self.mqtt_tls(tls),
+            Err(_) => self.record(Field::MqttTls, PIN_LEN),
+        }
         self
     }
     /// MQTT user name and password. An empty string means "none".
@@ -490,7 +514,7 @@ impl Builder {
             return Err(*e);
         }
         let mut config = self.config;
-        config.broker_port = self.broker_port.unwrap_or(if config.mqtt_tls {
+        config.broker_port = self.broker_port.unwrap_or(if config.mqtt_tls.is_on() {
             DEFAULT_MQTTS_PORT
         } else {
             DEFAULT_MQTT_PORT
@@ -597,6 +621,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     let ok = !host.chars().any(|ch| ch.is_whitespace() || ch.is_control());
     check(ok, Field::BrokerHost, HOST_CHARS)?;
     check(c.broker_port != 0, Field::BrokerPort, PORT_ZERO)?;
+    // With TLS on, 1883 can only come from an explicit port (the default is 8883).
+    let ok = !(c.mqtt_tls.is_on() && c.broker_port == DEFAULT_MQTT_PORT);
+    check(ok, Field::BrokerPort, TLS_ON_PLAIN_PORT)?;
     let ok = c.mqtt_password.is_none() || c.mqtt_username.is_some();
     check(ok, Field::MqttPassword, PASSWORD_WITHOUT_USER)?;
     check(c.mesh_port != 0, Field::MeshPort, PORT_ZERO)?;
@@ -724,6 +751,7 @@ mod tests {
             .mesh_ssid_base(&long)
             .broker_host(&long)
             .mqtt_credentials(&long, &long)
+            .mqtt_fingerprint(&[0; 5])
             .in_prefix(&long)
             .out_prefix(&long)
             .node_id(&long);

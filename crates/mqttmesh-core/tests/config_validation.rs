@@ -2,8 +2,8 @@
 //! validation rule, each checked for the field it names.
 
 use mqttmesh_core::config::{
-    Builder, Config, ConfigError, Field, Timing, DEFAULT_BROKER_HOST, DEFAULT_FIRMWARE_ID,
-    DEFAULT_FIRMWARE_VERSION, DEFAULT_MAX_DEPTH, MAX_NETWORKS,
+    BrokerTls, Builder, Config, ConfigError, Field, Timing, DEFAULT_BROKER_HOST,
+    DEFAULT_FIRMWARE_ID, DEFAULT_FIRMWARE_VERSION, DEFAULT_MAX_DEPTH, MAX_NETWORKS,
 };
 use mqttmesh_core::{Duration, Mac, NodeId};
 
@@ -37,7 +37,7 @@ fn defaults_build_with_one_network_and_match_compat() {
     assert_eq!(c.out_prefix.as_str(), "esp8266-out/");
     assert_eq!(c.broker_host.as_str(), DEFAULT_BROKER_HOST);
     assert_eq!(c.broker_port, 1883);
-    assert!(!c.mqtt_tls);
+    assert_eq!(c.mqtt_tls, BrokerTls::Off);
     assert_eq!(c.mqtt_username, None);
     assert_eq!(c.mqtt_password, None);
     assert_eq!(c.mesh_port, 1884);
@@ -51,25 +51,62 @@ fn defaults_build_with_one_network_and_match_compat() {
 
 #[test]
 fn tls_moves_the_default_port_but_not_an_explicit_one() {
-    let c = base().mqtt_tls(true).build().unwrap();
+    let c = base().mqtt_tls(BrokerTls::Ca).build().unwrap();
     assert_eq!(c.broker_port, 8883);
     let c = base()
-        .broker("broker.lan", 1883)
-        .mqtt_tls(true)
+        .broker("broker.lan", 18883)
+        .mqtt_tls(BrokerTls::Ca)
         .build()
         .unwrap();
     assert_eq!(
         (c.broker_host.as_str(), c.broker_port),
-        ("broker.lan", 1883)
+        ("broker.lan", 18883)
     );
     let c = base()
-        .mqtt_tls(true)
+        .mqtt_tls(BrokerTls::Ca)
         .broker_host("broker.lan")
         .build()
         .unwrap();
     assert_eq!(c.broker_port, 8883);
     let c = base().broker("a", 1999).broker_host("b").build().unwrap();
     assert_eq!((c.broker_host.as_str(), c.broker_port), ("b", 1999));
+}
+
+#[test]
+fn tls_with_the_plain_port_given_explicitly_is_refused() {
+    let err = base()
+        .broker("broker.lan", 1883)
+        .mqtt_tls(BrokerTls::Ca)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, Field::BrokerPort);
+    assert!(err.to_string().contains("8883"), "{err}");
+    // Without TLS, 1883 is fine; with a pin, the default port is 8883.
+    assert!(base().broker("broker.lan", 1883).build().is_ok());
+    let c = base().mqtt_fingerprint(&[7; 20]).build().unwrap();
+    assert_eq!(
+        (c.mqtt_tls, c.broker_port),
+        (BrokerTls::PinSha1([7; 20]), 8883)
+    );
+}
+
+#[test]
+fn a_pin_of_the_wrong_length_is_refused() {
+    let err = base().mqtt_fingerprint(&[1; 16]).build().unwrap_err();
+    assert_eq!(err.field, Field::MqttTls);
+    assert!(err.to_string().contains("20 bytes (SHA-1)"), "{err}");
+    let c = base()
+        .mqtt_fingerprint(&[1; 16])
+        .mqtt_fingerprint(&[2; 32])
+        .build()
+        .unwrap();
+    assert_eq!(c.mqtt_tls, BrokerTls::PinSha256([2; 32]));
+    let c = base()
+        .mqtt_fingerprint(&[1; 16])
+        .mqtt_tls(BrokerTls::Off)
+        .build()
+        .unwrap();
+    assert_eq!(c.mqtt_tls, BrokerTls::Off);
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod mesh;
 pub mod meshtls;
 pub mod mosquitto;
 mod mqtt;
+pub mod mqtt_tls;
 pub mod observer;
 pub mod ota;
 pub mod radio;

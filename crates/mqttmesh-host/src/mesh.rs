@@ -11,6 +11,7 @@ use mqttmesh_core::Mac;
 use serde::Serialize;
 
 use crate::meshtls::{MeshTls, MeshTlsCounters};
+use crate::mqtt_tls::{ClientTls, Trust};
 use crate::radio::{Model, Placement, Radio, Router, Timing};
 use crate::runtime::{Control, NodeHandle, NodeSpec, NodeStatus};
 use crate::topology::SplitMix;
@@ -31,6 +32,9 @@ pub struct MeshSpec {
     pub config: Config,
     /// Broker the router leads to.
     pub broker: SocketAddr,
+    /// Trust anchors when `config.mqtt_tls` is [`BrokerTls::Ca`](mqttmesh_core::config::BrokerTls::Ca)
+    /// (unused otherwise); the certificate must name `config.broker_host`.
+    pub mqtt_trust: Trust,
     /// TLS on every mesh link, from the files of `mqttmesh gen-cert` (`None`: plain
     /// TCP, the default, as the seed recommends).
     pub mesh_tls: Option<MeshTls>,
@@ -54,6 +58,7 @@ pub struct Mesh {
     nodes: Vec<NodeHandle>,
     chip_ids: Vec<u32>,
     epoch: tokio::time::Instant,
+    mqtt_tls: Option<ClientTls>,
 }
 
 /// One row of a mesh report.
@@ -104,6 +109,13 @@ impl Mesh {
             spec.placement.clone(),
             router,
         ));
+        let mqtt_tls = ClientTls::new(
+            spec.config.mqtt_tls,
+            &spec.mqtt_trust,
+            &spec.config.broker_host,
+            spec.broker.port(),
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let n = radio.len();
         let chip_ids = chip_ids(n, spec.seed);
         let epoch = tokio::time::Instant::now();
@@ -113,6 +125,7 @@ impl Mesh {
             nodes: Vec::with_capacity(n),
             chip_ids,
             epoch,
+            mqtt_tls,
         };
         for i in 0..n {
             let handle = mesh.spawn(i).await?;
@@ -132,6 +145,7 @@ impl Mesh {
             config,
             seed: self.spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             broker: self.spec.broker,
+            mqtt_tls: self.mqtt_tls.clone(),
             mesh_tls: self.spec.mesh_tls.clone(),
             publish_interval: self.spec.publish_interval,
             ota: self.spec.ota.clone(),
@@ -210,6 +224,17 @@ impl Mesh {
     pub async fn revive(&mut self, i: usize) -> std::io::Result<()> {
         self.nodes[i] = self.spawn(i).await?;
         Ok(())
+    }
+
+    /// Takes the router down (every node on it loses its association and its broker
+    /// connection at once) or brings it back.
+    pub fn set_router_up(&self, up: bool) {
+        self.radio.set_router_up(up);
+        if !up {
+            for n in &self.nodes {
+                n.control(Control::RouterLost);
+            }
+        }
     }
 
     /// Stops or resumes the demo app's publications on every node.

@@ -7,6 +7,9 @@
 //! [`Mosquitto::stop`] and [`Mosquitto::restart`] simulate a broker crash and
 //! recovery on the same port. Only `std::process` is used, so this works from
 //! sync code and from any async runtime (calls block briefly).
+//!
+//! [`Mosquitto::start_secure`] adds a TLS listener on a second free port and a
+//! password file made with Mosquitto's own `mosquitto_passwd` (see [`Secure`]).
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,6 +20,10 @@ use std::thread;
 use std::time::Instant;
 
 use crate::broker::{free_port, probe_mqtt, BrokerError, PROBE_INTERVAL, STARTUP_DEADLINE};
+
+mod secure;
+
+pub use secure::{Secure, TlsListener};
 
 /// Where Debian and Ubuntu install the binary (not on a normal user's PATH).
 const SBIN_MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -29,6 +36,7 @@ pub struct Mosquitto {
     binary: PathBuf,
     dir: PathBuf,
     port: u16,
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -47,20 +55,45 @@ impl Mosquitto {
     /// config (e.g. TLS or password options for an extra listener). Files they
     /// name (certificates, password files) must exist before the call.
     pub fn start_with(extra_config_lines: &str) -> Result<Mosquitto, BrokerError> {
+        Self::launch(|_, _| Ok(extra_config_lines.to_string()), false)
+    }
+
+    /// Starts Mosquitto with what `secure` asks for: a TLS listener on its own free
+    /// port ([`Mosquitto::tls_port`]) and a password file (anonymous clients refused).
+    pub fn start_secure(secure: &Secure) -> Result<Mosquitto, BrokerError> {
+        Self::launch(
+            |dir, tls_port| secure.config_lines(dir, tls_port),
+            secure.tls.is_some(),
+        )
+    }
+
+    /// Picks free ports (a second one with `tls`) and starts the broker with the extra
+    /// config lines `extra(dir, tls_port)` returns; again on a bind race.
+    fn launch(
+        extra: impl Fn(&Path, Option<u16>) -> Result<String, BrokerError>,
+        tls: bool,
+    ) -> Result<Mosquitto, BrokerError> {
         let binary = binary().ok_or(BrokerError::NotInstalled)?;
         let dir = unique_temp_dir().map_err(BrokerError::Config)?;
         let mut mosquitto = Mosquitto {
             binary,
             dir,
             port: 0,
+            tls_port: None,
             child: None,
         };
         let mut last = None;
         for _ in 0..BIND_ATTEMPTS {
-            mosquitto.port = free_port(Ipv4Addr::LOCALHOST.into()).map_err(BrokerError::Bind)?;
+            let loopback = Ipv4Addr::LOCALHOST.into();
+            mosquitto.port = free_port(loopback).map_err(BrokerError::Bind)?;
+            mosquitto.tls_port = match tls {
+                true => Some(secure::second_free_port(mosquitto.port)?),
+                false => None,
+            };
+            let lines = extra(&mosquitto.dir, mosquitto.tls_port)?;
             fs::write(
                 mosquitto.config_path(),
-                config(mosquitto.port, &mosquitto.log_path(), extra_config_lines),
+                config(mosquitto.port, &mosquitto.log_path(), &lines),
             )
             .map_err(BrokerError::Config)?;
             match mosquitto.spawn_and_wait() {
@@ -82,6 +115,16 @@ impl Mosquitto {
     /// The loopback address Mosquitto listens on.
     pub fn addr(&self) -> SocketAddr {
         (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    /// The port of the TLS listener ([`Mosquitto::start_secure`] with TLS only).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The loopback address of the TLS listener, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port.map(|port| (Ipv4Addr::LOCALHOST, port).into())
     }
 
     /// The temp dir holding the config and log; removed on drop.

@@ -2,7 +2,9 @@
 //!
 //! The node asks for a session with `Action::ConnectMqtt`; this module opens it with the
 //! node's last will, forwards connection changes and messages into the node task as
-//! [`Input::Mqtt`], and carries subscriptions and publications out.
+//! [`Input::Mqtt`], and carries subscriptions and publications out. With TLS on
+//! (`config.mqtt_tls`) it connects over the [`ClientTls`] the mesh built; a failed
+//! connection is reported in the words of [`crate::mqtt_tls::ConnectError`].
 //!
 //! Acknowledgements: rumqttc reports no request handle for a publish, but its event
 //! loop takes requests in the order they were queued and reports each QoS ≥ 1 one as
@@ -13,6 +15,7 @@
 //! replayed out of order.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, NetworkOptions, Outgoin
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::mqtt_tls::{classify, ClientTls};
 use crate::runtime::{Input, MqttInput};
 
 /// An open (or opening) broker session.
@@ -81,17 +85,18 @@ fn lock(acks: &Mutex<Acks>) -> MutexGuard<'_, Acks> {
 const REQUEST_CAPACITY: usize = 1024;
 
 impl Session {
-    /// Opens a session to `host:port` as `client_id` with `will_topic` = `offline`.
+    /// Opens a session to `broker` (over `tls` when given) as `client_id` with
+    /// `will_topic` = `offline`.
     pub fn open(
         config: &Config,
-        host: &str,
-        port: u16,
+        broker: SocketAddr,
+        tls: Option<&ClientTls>,
         client_id: &str,
         will_topic: &str,
         gen: u64,
         inputs: mpsc::UnboundedSender<Input>,
     ) -> Session {
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
         options
             .set_keep_alive(Duration::from_millis(
                 config.timing.mqtt_keepalive.millis().max(1000),
@@ -108,6 +113,10 @@ impl Session {
             let pass = config.mqtt_password.as_deref().unwrap_or("");
             options.set_credentials(user.as_str(), pass);
         }
+        if let Some(tls) = tls {
+            tls.apply(&mut options);
+        }
+        let secure = tls.is_some();
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let acks = Arc::new(Mutex::new(Acks::default()));
         let loop_acks = acks.clone();
@@ -116,9 +125,11 @@ impl Session {
         net.set_connection_timeout(5);
         eventloop.set_network_options(net);
         let task = tokio::spawn(async move {
+            let mut connected = false;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
                         let _ = inputs.send(Input::Mqtt(gen, MqttInput::Connected));
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -139,9 +150,10 @@ impl Session {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(target: "mqttmesh::mqtt", "session {gen} ended: {e}");
+                        let why = classify(&e, &broker.to_string(), secure, connected);
+                        tracing::debug!(target: "mqttmesh::mqtt", "session {gen} ended: {why}");
                         let _ =
-                            inputs.send(Input::Mqtt(gen, MqttInput::Disconnected(e.to_string())));
+                            inputs.send(Input::Mqtt(gen, MqttInput::Disconnected(why.to_string())));
                         return;
                     }
                 }

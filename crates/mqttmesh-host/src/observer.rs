@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 
+use crate::mqtt_tls::{classify, ClientTls, ConnectError};
+
 /// How a demo-app counter topic ends (`<out><ID>/counter`).
 const COUNTER_SUFFIX: &str = "/counter";
 const _: () = assert!(COUNTER_SUFFIX.len() == crate::app::COUNTER.len() + 1);
@@ -34,7 +36,8 @@ struct State {
     retained: HashMap<String, Vec<u8>>,
     log: Vec<Message>,
     subscribed: bool,
-    refused: Option<String>,
+    /// The last connection failure, and whether it needs a configuration change.
+    failure: Option<ConnectError>,
 }
 
 /// A running observer.
@@ -63,6 +66,21 @@ impl Observer {
         client_id: &str,
         credentials: Option<(&str, &str)>,
     ) -> Result<Observer, String> {
+        Self::start_secure(broker, out_prefix, client_id, credentials, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Observer::start_with_credentials`] over `tls` when given. A wrong login, pin or
+    /// certificate, or TLS on the wrong kind of port, fails at once with its
+    /// [`ConnectError`] text.
+    pub async fn start_secure(
+        broker: SocketAddr,
+        out_prefix: &str,
+        client_id: &str,
+        credentials: Option<(&str, &str)>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Observer, ConnectError> {
         let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
         options
             .set_keep_alive(Duration::from_secs(30))
@@ -70,6 +88,10 @@ impl Observer {
         if let Some((user, password)) = credentials {
             options.set_credentials(user, password);
         }
+        if let Some(tls) = tls {
+            tls.apply(&mut options);
+        }
+        let secure = tls.is_some();
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -77,39 +99,56 @@ impl Observer {
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
         let out = out_prefix.to_string();
+        let again = client.clone();
+        let filter = format!("{out_prefix}#");
         let task = tokio::spawn(async move {
+            let mut connected = false;
             loop {
                 match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        // A reconnect after the broker restarted starts a clean session:
+                        // subscribe again (the first subscription is made below).
+                        if lock(&st).subscribed {
+                            let _ = again.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => lock(&st).subscribed = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         record(&st, &out, &p.topic, &p.payload, p.retain)
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::debug!(target: "mqttmesh::observer", "connection: {e}; retrying");
-                        if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
-                            lock(&st).refused = Some(format!("{code:?}"));
-                        }
+                        let why = classify(&e, &broker.to_string(), secure, connected);
+                        tracing::debug!(target: "mqttmesh::observer", "connection: {why}; retrying");
+                        lock(&st).failure = Some(why);
+                        connected = false;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
             }
         });
+        let other = |reason: String| ConnectError::Other {
+            addr: broker.to_string(),
+            reason,
+        };
         client
             .subscribe(format!("{out_prefix}#"), QoS::AtLeastOnce)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| other(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !lock(&state).subscribed {
-            if let Some(code) = lock(&state).refused.clone() {
+            let failure = lock(&state).failure.clone();
+            if let Some(why) = failure.as_ref().filter(|f| f.is_configuration()) {
                 task.abort();
-                return Err(format!(
-                    "the broker at {broker} refused the connection ({code})"
-                ));
+                return Err(why.clone());
             }
             if tokio::time::Instant::now() > deadline {
                 task.abort();
-                return Err(format!("no SUBACK from the broker at {broker} within 10 s"));
+                return Err(match failure {
+                    Some(last) => last,
+                    None => other("no SUBACK within 10 s".into()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -58,6 +58,9 @@ pub enum Control {
     Kill,
     /// Stop or resume the demo app's periodic publications.
     Publishing(bool),
+    /// The router vanished: a node on it loses its broker connection, as its WiFi
+    /// association (already ended in the radio) would take the TCP connection with it.
+    RouterLost,
 }
 
 /// What the outside world can see of a node.
@@ -89,6 +92,8 @@ pub struct NodeStatus {
     pub restarts: u64,
     /// Version the node runs (from its image, or the configured one).
     pub firmware_version: String,
+    /// Why the last broker session failed or ended, until the next one is up.
+    pub broker_error: Option<String>,
     /// Mesh TLS handshakes and refusals (all zero with mesh TLS off).
     pub mesh_tls: MeshTlsCounters,
 }
@@ -106,6 +111,8 @@ pub struct NodeSpec {
     pub seed: u64,
     /// Broker address (reachable only through the router).
     pub broker: SocketAddr,
+    /// TLS to the broker, made from `config.mqtt_tls` (`None`: plain MQTT).
+    pub mqtt_tls: Option<crate::mqtt_tls::ClientTls>,
     /// TLS on mesh links (`None`: plain TCP).
     pub mesh_tls: Option<MeshTls>,
     /// Demo-app publication interval.
@@ -264,6 +271,13 @@ async fn run(
             c = control.recv() => match c {
                 Some(Control::Kill) | None => break,
                 Some(Control::Publishing(on)) => d.app.set_enabled(on),
+                Some(Control::RouterLost) => {
+                    if let Some(s) = d.session.take() {
+                        s.abort();
+                        let now = d.now();
+                        d.node.handle_mqtt_disconnected(now);
+                    }
+                }
             },
             input = rx.recv() => match input {
                 Some(input) => d.handle(input),
@@ -357,7 +371,10 @@ impl Driver {
             }
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
             {
-                MqttInput::Connected => self.node.handle_mqtt_connected(now),
+                MqttInput::Connected => {
+                    lock(&self.status).broker_error = None;
+                    self.node.handle_mqtt_connected(now)
+                }
                 MqttInput::Acked(token) => self.node.handle_mqtt_acked(now, token),
                 MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
@@ -367,6 +384,7 @@ impl Driver {
                 }
                 MqttInput::Disconnected(why) => {
                     tracing::info!(target: "mqttmesh::node", node = %self.node.id(), "broker session: {why}");
+                    lock(&self.status).broker_error = Some(why);
                     self.session = None;
                     self.node.handle_mqtt_disconnected(now);
                 }
@@ -533,11 +551,10 @@ impl Driver {
             } => {
                 let gen = self.next_gen();
                 if self.radio.broker_reachable(index) {
-                    let broker = self.spec.broker;
                     self.session = Some(Session::open(
                         &self.spec.config,
-                        &broker.ip().to_string(),
-                        broker.port(),
+                        self.spec.broker,
+                        self.spec.mqtt_tls.as_ref(),
                         &client_id,
                         &will_topic,
                         gen,

@@ -53,6 +53,7 @@ async fn start_mesh(placement: Placement, config: Config, broker: SocketAddr, se
         timing: Timing::fast(),
         config,
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(300),

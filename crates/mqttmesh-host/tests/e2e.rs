@@ -49,6 +49,7 @@ async fn start_with(
         timing,
         config: config(broker),
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(500),

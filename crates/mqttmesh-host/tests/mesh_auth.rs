@@ -137,6 +137,7 @@ async fn wrong_password_join_is_refused_over_tcp_and_nothing_is_relayed() {
         timing: Timing::fast(),
         config: cfg,
         broker: broker.addr(),
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed: 41,
         publish_interval: Duration::from_secs(3600),

@@ -101,6 +101,7 @@ async fn start_timed(
         timing,
         config,
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: Some(tls),
         seed,
         publish_interval: Duration::from_millis(500),

@@ -91,6 +91,7 @@ async fn mesh_with(
         timing: Timing::fast(),
         config: config(broker, signed),
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed: 5,
         publish_interval: Duration::ZERO,

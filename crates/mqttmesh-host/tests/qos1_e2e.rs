@@ -46,6 +46,7 @@ async fn deep_node_qos1_counters_survive_a_relay_kill() {
         ota: None,
         firmware_ids: Vec::new(),
         mesh_tls: None,
+        mqtt_trust: Default::default(),
     })
     .await
     .expect("nodes start");

@@ -9,7 +9,7 @@
 //! acknowledged (the simulated network does not lose what it carries), and a message
 //! matching several filters of one session is delivered once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mqttmesh_core::Instant;
 
@@ -54,12 +54,28 @@ pub struct Session {
 }
 
 /// The broker: sessions, retained store and observer log.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Broker {
     sessions: BTreeMap<NodeIdx, Session>,
+    /// Filter → subscribed nodes: a publication is matched once per distinct filter.
+    subscribers: BTreeMap<String, BTreeSet<NodeIdx>>,
     retained: BTreeMap<String, Vec<u8>>,
     log: Vec<Publication>,
     next_session: u64,
+    keep_log: bool,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker {
+            sessions: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            log: Vec::new(),
+            next_session: 0,
+            keep_log: true,
+        }
+    }
 }
 
 impl Broker {
@@ -73,13 +89,29 @@ impl Broker {
             will_topic: will_topic.to_owned(),
             filters: Vec::new(),
         };
+        self.forget_filters(node);
         self.sessions.insert(node, session);
         self.next_session
+    }
+
+    fn forget_filters(&mut self, node: NodeIdx) {
+        let Some(old) = self.sessions.get(&node) else {
+            return;
+        };
+        for f in &old.filters {
+            if let Some(set) = self.subscribers.get_mut(f) {
+                set.remove(&node);
+                if set.is_empty() {
+                    self.subscribers.remove(f);
+                }
+            }
+        }
     }
 
     /// Ends `node`'s session. A clean end (MQTT DISCONNECT) drops the will; an unclean
     /// one returns the will topic, for the caller to publish.
     pub(crate) fn close(&mut self, node: NodeIdx, clean: bool) -> Option<String> {
+        self.forget_filters(node);
         let session = self.sessions.remove(&node)?;
         (!clean && !session.will_topic.is_empty()).then_some(session.will_topic)
     }
@@ -91,9 +123,19 @@ impl Broker {
         };
         if !session.filters.iter().any(|f| f == filter) {
             session.filters.push(filter.to_owned());
+            self.subscribers
+                .entry(filter.to_owned())
+                .or_default()
+                .insert(node);
         }
+        // Only topics starting with the filter's literal part can match.
+        let literal = filter.find(['+', '#']).map_or(filter, |i| &filter[..i]);
         self.retained
-            .iter()
+            .range::<str, _>((
+                std::ops::Bound::Included(literal),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(topic, _)| topic.starts_with(literal))
             .filter(|(topic, _)| topic_matches(filter, topic))
             .map(|(t, p)| (t.clone(), p.clone()))
             .collect()
@@ -110,18 +152,37 @@ impl Broker {
                     .insert(publication.topic.clone(), publication.payload.clone());
             }
         }
-        let targets = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.filters
-                    .iter()
-                    .any(|f| topic_matches(f, &publication.topic))
-            })
-            .map(|(node, s)| (*node, s.id))
+        let mut nodes = BTreeSet::new();
+        for (filter, subscribed) in &self.subscribers {
+            if topic_matches(filter, &publication.topic) {
+                nodes.extend(subscribed.iter().copied());
+            }
+        }
+        let targets = nodes
+            .into_iter()
+            .filter_map(|n| self.sessions.get(&n).map(|s| (n, s.id)))
             .collect();
-        self.log.push(publication);
+        if self.keep_log {
+            self.log.push(publication);
+        }
         targets
+    }
+
+    /// Ends every session without wills (the broker died); returns their nodes.
+    pub(crate) fn close_all(&mut self) -> Vec<NodeIdx> {
+        self.subscribers.clear();
+        std::mem::take(&mut self.sessions).into_keys().collect()
+    }
+
+    /// Whether to keep the observer log (default on; big runs turn it off to save
+    /// memory, message accounting does not need it).
+    pub fn set_keep_log(&mut self, on: bool) {
+        self.keep_log = on;
+    }
+
+    /// Forgets every retained message (a restart without persistence).
+    pub(crate) fn clear_retained(&mut self) {
+        self.retained.clear();
     }
 
     /// `node`'s session, if it has one.

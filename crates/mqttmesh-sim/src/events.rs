@@ -24,6 +24,38 @@ pub struct SimTiming {
     pub mqtt_connect: Duration,
     /// Node → broker and broker → node delivery.
     pub broker_delivery: Duration,
+    /// Air-time budget of one node's radio, bits per second, shared by everything it
+    /// sends on its uplink and its AP (0: unlimited).
+    pub bandwidth_bps: u64,
+    /// Probability, in parts per million, that a frame is lost on the air and resent.
+    pub loss_ppm: u32,
+    /// What a resend costs (TCP's retransmission timeout on a mesh link).
+    pub retransmit_delay: Duration,
+}
+
+impl SimTiming {
+    /// The host runtime's realistic profile (`mqttmesh_host::radio::Timing::realistic`):
+    /// scan 2 s, association 1 s, 10 ms per hop, 5 Mbit/s per radio, no loss, 200 ms
+    /// per resend. The default.
+    pub fn realistic() -> SimTiming {
+        SimTiming::default()
+    }
+
+    /// The host runtime's fast profile (`Timing::fast`): scan 150 ms, association
+    /// 60 ms, 1 ms per hop, 50 Mbit/s, 20 ms per resend.
+    pub fn fast() -> SimTiming {
+        SimTiming {
+            scan: Duration::from_millis(150),
+            associate: Duration::from_millis(60),
+            tcp_connect: Duration::from_millis(1),
+            hop_latency: Duration::from_millis(1),
+            mqtt_connect: Duration::from_millis(5),
+            broker_delivery: Duration::from_millis(1),
+            bandwidth_bps: 50_000_000,
+            loss_ppm: 0,
+            retransmit_delay: Duration::from_millis(20),
+        }
+    }
 }
 
 impl Default for SimTiming {
@@ -35,6 +67,9 @@ impl Default for SimTiming {
             hop_latency: Duration::from_millis(10),
             mqtt_connect: Duration::from_millis(50),
             broker_delivery: Duration::from_millis(5),
+            bandwidth_bps: 5_000_000,
+            loss_ppm: 0,
+            retransmit_delay: Duration::from_millis(200),
         }
     }
 }
@@ -93,6 +128,10 @@ pub(crate) enum Ev {
         session: u64,
         token: u32,
     },
+    AppTick {
+        node: NodeIdx,
+        inc: u64,
+    },
     MqttDeliver {
         node: NodeIdx,
         session: u64,
@@ -148,6 +187,10 @@ impl World {
             return false;
         };
         self.now = self.now.max(next.at);
+        if self.now >= self.next_sweep {
+            self.next_sweep = self.now + crate::invariants::SWEEP;
+            self.sweep();
+        }
         self.steps += 1;
         self.dispatch(next.at, next.ev);
         true
@@ -270,6 +313,7 @@ impl World {
                     self.drain(node);
                 }
             }
+            Ev::AppTick { node, inc } => self.on_app_tick(node, inc),
             Ev::MqttDeliver {
                 node,
                 session,
@@ -293,7 +337,14 @@ impl World {
     }
 
     fn on_broker_in(&mut self, mut publication: Publication) {
+        if !self.broker_up {
+            self.dropped += 1;
+            return;
+        }
         publication.at = self.now;
+        if publication.from.is_some() && self.app.is_some() {
+            self.observe(&publication.topic, &publication.payload);
+        }
         let topic = publication.topic.clone();
         let payload = publication.payload.clone();
         for (node, session) in self.broker.publish(publication) {
@@ -315,7 +366,9 @@ impl World {
         }
         let pending = slot.pending_mqtt.take();
         match pending {
-            Some((client_id, will)) if slot.assoc == Some(Assoc::Router) && self.router_up => {
+            Some((client_id, will))
+                if slot.assoc == Some(Assoc::Router) && self.router_up && self.broker_up =>
+            {
                 self.broker.open(idx, &client_id, &will);
                 self.nodes[idx].node.handle_mqtt_connected(now);
             }

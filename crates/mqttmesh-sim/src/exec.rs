@@ -67,6 +67,8 @@ impl World {
                 break;
             }
         }
+        self.update_online(idx);
+        self.after_drain(idx);
         self.schedule_timer(idx);
     }
 
@@ -204,8 +206,8 @@ impl World {
         let slot = &mut self.nodes[idx];
         slot.sta_epoch += 1;
         slot.mqtt_epoch += 1;
-        slot.assoc = None;
-        if let Some(conn) = slot.links.get(&LinkId::Parent).copied() {
+        self.set_assoc(idx, None);
+        if let Some(conn) = self.nodes[idx].links.get(&LinkId::Parent).copied() {
             self.close_end(conn, idx, LinkId::Parent, true);
         }
         self.drop_session(idx);
@@ -229,9 +231,10 @@ impl World {
     pub(crate) fn close_ap(&mut self, idx: NodeIdx) {
         self.nodes[idx].ap = None;
         self.close_all_links(idx, true);
-        for slot in &mut self.nodes {
-            if slot.assoc == Some(Assoc::Ap(idx)) {
-                slot.assoc = None;
+        let stations = std::mem::take(&mut self.nodes[idx].stations);
+        for station in stations {
+            if self.nodes[station].assoc == Some(Assoc::Ap(idx)) {
+                self.nodes[station].assoc = None;
             }
         }
     }

@@ -80,7 +80,22 @@ impl World {
 
     /// Whether every powered node has a path to the broker.
     pub fn all_online(&self) -> bool {
-        self.nodes.iter().all(|s| !s.alive || s.node.connected())
+        self.online_count == self.alive_count
+    }
+
+    /// Powered nodes with a path to the broker (as they believe).
+    pub fn online_count(&self) -> usize {
+        self.online_count
+    }
+
+    /// Powered nodes.
+    pub fn alive_count(&self) -> usize {
+        self.alive_count
+    }
+
+    /// Frames the radio lost and had to resend (see [`crate::SimTiming::loss_ppm`]).
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     /// Connected nodes: ID → parent ID, or [`ROUTER_PARENT`] for roots.
@@ -104,6 +119,12 @@ impl World {
     /// The broker.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// Whether the broker keeps its observer log ([`World::publications`]); default on.
+    /// Turning it off saves memory in big runs (message accounting does not need it).
+    pub fn keep_broker_log(&mut self, on: bool) {
+        self.broker.set_keep_log(on);
     }
 
     /// Every publication the broker accepted.

@@ -2,19 +2,25 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod app;
 mod events;
 mod exec;
+mod faults;
 mod inspect;
+mod invariants;
 mod links;
+mod neighbours;
 mod station;
 mod world;
 
 pub mod broker;
 pub mod radio;
 
+pub use app::{MessageStats, COUNTER};
 pub use broker::{Broker, Publication};
 pub use events::SimTiming;
 pub use inspect::ROUTER_PARENT;
+pub use invariants::{Violation, SWEEP};
 pub use links::ProbeId;
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
 pub use world::{

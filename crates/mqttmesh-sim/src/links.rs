@@ -8,6 +8,7 @@
 
 use mqttmesh_core::link::HEADER_LEN;
 use mqttmesh_core::node::LinkId;
+use mqttmesh_core::Instant;
 
 use crate::events::Ev;
 use crate::radio::NodeIdx;
@@ -33,6 +34,9 @@ pub(crate) struct Conn {
     pub(crate) ends: [End; 2],
     pub(crate) open: [bool; 2],
     pub(crate) broken: bool,
+    /// When the last frame sent from each end arrives: TCP delivers in order, so a
+    /// resent frame holds back the ones after it.
+    pub(crate) last_arrival: [Instant; 2],
 }
 
 /// A scripted peer on a node's mesh port.
@@ -53,6 +57,7 @@ impl World {
                 ends,
                 open: [true, true],
                 broken: false,
+                last_arrival: [self.now; 2],
             },
         );
         for end in ends {
@@ -88,6 +93,7 @@ impl World {
         }
         c.open[side] = false;
         let (end, peer_open, broken) = (c.ends[side], c.open[1 - side], c.broken);
+        let last = c.last_arrival[side];
         if !c.open[0] && !c.open[1] {
             self.conns.remove(&conn);
         }
@@ -100,8 +106,8 @@ impl World {
             End::Probe(p) => self.probes[p].closed = true,
         }
         if notify && peer_open && !broken {
-            let latency = self.timing.hop_latency;
-            self.schedule(latency, Ev::Closed { conn, to: 1 - side });
+            let at = (self.now + self.timing.hop_latency).max(last);
+            self.schedule_at(at, Ev::Closed { conn, to: 1 - side });
         }
     }
 
@@ -138,15 +144,42 @@ impl World {
             self.dropped += 1;
             return;
         }
-        let latency = self.timing.hop_latency;
-        self.schedule(
-            latency,
+        let last = c.last_arrival[side];
+        let mut at = self.now + self.timing.hop_latency;
+        if let End::Node { idx, .. } = from {
+            at = at.max(self.reserve_airtime(idx, bytes.len()));
+        }
+        let loss = self.timing.loss_ppm;
+        if loss > 0 && self.rng.below(1_000_000) < u64::from(loss) {
+            at += self.timing.retransmit_delay;
+            self.resent += 1;
+        }
+        let at = at.max(last);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_arrival[side] = at;
+        }
+        self.schedule_at(
+            at,
             Ev::Data {
                 conn,
                 to: 1 - side,
                 bytes,
             },
         );
+    }
+
+    /// Reserves air time on node `idx`'s radio for `len` bytes; when they are sent.
+    fn reserve_airtime(&mut self, idx: NodeIdx, len: usize) -> Instant {
+        let bps = self.timing.bandwidth_bps;
+        let now_us = self.now.millis().saturating_mul(1000);
+        if bps == 0 {
+            return self.now;
+        }
+        let on_air = (len as u64 * 8).saturating_mul(1_000_000) / bps;
+        let slot = &mut self.nodes[idx];
+        let start = slot.air_free_us.max(now_us);
+        slot.air_free_us = start + on_air;
+        Instant::from_millis(slot.air_free_us.div_ceil(1000))
     }
 
     pub(crate) fn on_data(&mut self, conn: ConnId, to: usize, bytes: Vec<u8>) {

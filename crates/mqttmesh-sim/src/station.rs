@@ -9,7 +9,7 @@ use mqttmesh_core::Mac;
 
 use crate::events::Ev;
 use crate::radio::{Endpoint, NodeIdx};
-use crate::world::{Assoc, World, ROUTER_BSSID, ROUTER_SSID};
+use crate::world::{Assoc, World, ROUTER_BSSID};
 
 impl World {
     /// What associating node `idx` with `bssid` using `password` would give now:
@@ -67,7 +67,7 @@ impl World {
         let now = self.now;
         let answer = match result {
             Ok(assoc) => {
-                self.nodes[idx].assoc = Some(assoc);
+                self.set_assoc(idx, Some(assoc));
                 Ok(self.address(idx, assoc))
             }
             Err(e) => {
@@ -81,8 +81,11 @@ impl World {
 
     /// Nodes associated with node `ap`'s access point.
     pub fn stations(&self, ap: NodeIdx) -> Vec<NodeIdx> {
-        (0..self.nodes.len())
-            .filter(|&j| self.nodes[j].alive && self.nodes[j].assoc == Some(Assoc::Ap(ap)))
+        self.nodes[ap]
+            .stations
+            .iter()
+            .copied()
+            .filter(|&j| self.nodes[j].alive)
             .collect()
     }
 
@@ -92,6 +95,7 @@ impl World {
         if silent {
             self.break_links(idx);
         }
+        self.set_assoc(idx, None);
         let slot = &mut self.nodes[idx];
         slot.alive = false;
         slot.incarnation += 1;
@@ -99,7 +103,8 @@ impl World {
         slot.mqtt_epoch += 1;
         slot.pending_mqtt = None;
         slot.timer = None;
-        slot.assoc = None;
+        self.alive_count -= 1;
+        self.update_online(idx);
         self.close_all_links(idx, false);
         self.close_ap(idx);
         self.drop_session(idx);
@@ -114,7 +119,9 @@ impl World {
         slot.node = Node::new(config, chip_id, seed, reason, self.now);
         slot.alive = true;
         slot.last_timeout = None;
+        self.alive_count += 1;
         self.drain(idx);
+        self.schedule_app_tick(idx);
     }
 
     /// Pulls node `idx`'s plug: its peers see its links close, the broker publishes its
@@ -161,7 +168,7 @@ impl World {
             if self.nodes[idx].assoc != Some(Assoc::Router) {
                 continue;
             }
-            self.nodes[idx].assoc = None;
+            self.set_assoc(idx, None);
             if self.broker.session(idx).is_some() {
                 self.drop_session(idx);
                 let inc = self.nodes[idx].incarnation;
@@ -202,7 +209,7 @@ impl World {
         if self.router_up {
             if let Some(rssi) = self.audible(me, Endpoint::Router) {
                 let mut ssid = heapless::String::new();
-                let _ = ssid.push_str(ROUTER_SSID);
+                let _ = ssid.push_str(&self.router_ssid);
                 out.push(ScanEntry {
                     bssid: ROUTER_BSSID,
                     ssid,
@@ -213,7 +220,7 @@ impl World {
                 });
             }
         }
-        for j in 0..self.nodes.len() {
+        for j in self.candidates(idx) {
             let Some(ap) = self.nodes[j].ap.filter(|_| self.nodes[j].alive && j != idx) else {
                 continue;
             };

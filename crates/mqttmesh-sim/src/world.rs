@@ -4,7 +4,7 @@
 //! association, AP, links, timer, and what it told its application and its log.
 //! Stepping lives in `events`, the run loop around a node in `exec`.
 
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use mqttmesh_core::node::{Event, LinkId, Node};
@@ -74,6 +74,16 @@ pub(crate) struct Slot {
     pub(crate) received: Vec<Received>,
     pub(crate) logs: VecDeque<String>,
     pub(crate) restarts: u32,
+    /// When this node's radio is next free to send, microseconds.
+    pub(crate) air_free_us: u64,
+    /// Stations associated with this node's AP.
+    pub(crate) stations: BTreeSet<NodeIdx>,
+    /// Whether the node counted as online after its last drain.
+    pub(crate) online: bool,
+    /// Since when its AP has been open without a real path to the broker.
+    pub(crate) orphan_since: Option<Instant>,
+    /// Whether that was reported already.
+    pub(crate) orphan_reported: bool,
 }
 
 /// A deterministic virtual-time world of mesh nodes, one router and one broker.
@@ -90,6 +100,7 @@ pub struct World {
     pub(crate) rssi_noise: u8,
     pub(crate) router_up: bool,
     pub(crate) router_password: String,
+    pub(crate) router_ssid: String,
     pub(crate) enforce_capacity: bool,
     pub(crate) timing: SimTiming,
     pub(crate) broker: Broker,
@@ -102,6 +113,22 @@ pub struct World {
     pub(crate) steps: u64,
     /// Bumped by [`World::broker_restart`]: publications in flight before are lost.
     pub(crate) broker_epoch: u64,
+    /// Frames the radio lost and resent.
+    pub(crate) resent: u64,
+    /// Powered nodes.
+    pub(crate) alive_count: usize,
+    /// Powered nodes with a path to the broker (as they believe).
+    pub(crate) online_count: usize,
+    /// Who may hear whom; `None` until needed after a change.
+    pub(crate) neighbours: Option<crate::neighbours::Index>,
+    /// Node ID → index.
+    pub(crate) by_id: HashMap<String, NodeIdx>,
+    pub(crate) violations: Vec<crate::invariants::Violation>,
+    pub(crate) violation_count: u64,
+    pub(crate) grace: Option<mqttmesh_core::Duration>,
+    pub(crate) next_sweep: Instant,
+    pub(crate) app: Option<crate::app::App>,
+    pub(crate) broker_up: bool,
 }
 
 impl World {
@@ -140,6 +167,7 @@ impl World {
             rssi_noise: 0,
             router_up: true,
             router_password: ROUTER_PASSWORD.to_owned(),
+            router_ssid: ROUTER_SSID.to_owned(),
             enforce_capacity: true,
             timing: SimTiming::default(),
             broker: Broker::default(),
@@ -150,6 +178,17 @@ impl World {
             by_bssid: BTreeMap::new(),
             steps: 0,
             broker_epoch: 0,
+            resent: 0,
+            alive_count: 0,
+            online_count: 0,
+            neighbours: None,
+            by_id: HashMap::new(),
+            violations: Vec::new(),
+            violation_count: 0,
+            grace: None,
+            next_sweep: Instant::ZERO,
+            app: None,
+            broker_up: true,
         }
     }
 
@@ -187,6 +226,13 @@ impl World {
         self.add_node(config)
     }
 
+    /// Adds a node at `pos` (positional radio) with an explicit chip ID, powered on now.
+    pub fn add_node_at_with_chip(&mut self, config: Config, pos: Pos, chip_id: u32) -> NodeIdx {
+        let idx = self.nodes.len();
+        self.radio.place(idx, pos);
+        self.add_node_with_chip(config, chip_id)
+    }
+
     /// Adds a node with an explicit chip ID, powered on now.
     pub fn add_node_with_chip(&mut self, config: Config, chip_id: u32) -> NodeIdx {
         let idx = self.nodes.len();
@@ -198,6 +244,8 @@ impl World {
             self.now,
         );
         self.by_bssid.insert(node.ap_mac(), idx);
+        self.by_id.insert(node.id().as_str().to_owned(), idx);
+        self.invalidate_neighbours();
         self.nodes.push(Slot {
             node,
             alive: true,
@@ -214,8 +262,15 @@ impl World {
             received: Vec::new(),
             logs: VecDeque::new(),
             restarts: 0,
+            air_free_us: 0,
+            stations: BTreeSet::new(),
+            online: false,
+            orphan_since: None,
+            orphan_reported: false,
         });
+        self.alive_count += 1;
         self.drain(idx);
+        self.schedule_app_tick(idx);
         idx
     }
 
@@ -236,6 +291,7 @@ impl World {
     pub fn set_rssi(&mut self, a: usize, b: usize, rssi: Option<i8>) {
         self.radio
             .set_edge(Endpoint::from(a), Endpoint::from(b), rssi);
+        self.invalidate_neighbours();
     }
 
     /// Whether a full AP refuses further stations (default on). Off lets a surplus
@@ -247,6 +303,7 @@ impl World {
     /// Visibility threshold, dBm (default -85).
     pub fn set_threshold(&mut self, dbm: i8) {
         self.threshold = dbm;
+        self.invalidate_neighbours();
     }
 
     /// Random ±`db` added to every RSSI a scan reports (default 0).
@@ -262,6 +319,43 @@ impl World {
     /// The router's WPA2 password (default `routerpass`).
     pub fn set_router_password(&mut self, password: &str) {
         self.router_password = password.to_owned();
+    }
+
+    /// The router's SSID (default `router`).
+    pub fn set_router_ssid(&mut self, ssid: &str) {
+        ssid.clone_into(&mut self.router_ssid);
+    }
+
+    /// Where the router stands (positional radio only; default the origin).
+    pub fn set_router_position(&mut self, pos: Pos) {
+        if let Radio::Positions { router, .. } = &mut self.radio {
+            *router = pos;
+        }
+    }
+
+    /// Changes what station `idx` is associated with, keeping the APs' station sets.
+    pub(crate) fn set_assoc(&mut self, idx: NodeIdx, assoc: Option<Assoc>) {
+        if let Some(Assoc::Ap(ap)) = self.nodes[idx].assoc {
+            self.nodes[ap].stations.remove(&idx);
+        }
+        if let Some(Assoc::Ap(ap)) = assoc {
+            self.nodes[ap].stations.insert(idx);
+        }
+        self.nodes[idx].assoc = assoc;
+    }
+
+    /// Re-counts node `idx` after anything that may have changed whether it is online.
+    pub(crate) fn update_online(&mut self, idx: NodeIdx) {
+        let slot = &mut self.nodes[idx];
+        let on = slot.alive && slot.node.connected();
+        if on != slot.online {
+            slot.online = on;
+            if on {
+                self.online_count += 1;
+            } else {
+                self.online_count -= 1;
+            }
+        }
     }
 
     pub(crate) fn address(&self, idx: NodeIdx, assoc: Assoc) -> Ipv4Addr {

@@ -54,6 +54,9 @@ fn wait_for(w: &mut World, within: u64, what: &str, cond: impl FnMut(&World) -> 
             w.report(LOG_LINES)
         );
     }
+    if let Some(v) = w.violations().first() {
+        panic!("{v} (waiting for {what})\n{}", w.report(LOG_LINES));
+    }
 }
 
 /// Asserts `cond`, printing the world report otherwise.
@@ -144,6 +147,8 @@ fn hold_off(w: &mut World, idxs: &[usize]) {
 
 #[path = "scenarios/delivery.rs"]
 mod delivery;
+#[path = "scenarios/fault_kinds.rs"]
+mod fault_kinds;
 #[path = "scenarios/faults.rs"]
 mod faults;
 #[path = "scenarios/formation.rs"]
@@ -152,3 +157,5 @@ mod formation;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
+#[path = "scenarios/scale.rs"]
+mod scale;

@@ -14,6 +14,7 @@ mod monitor;
 mod nodeflags;
 mod ota;
 mod sim;
+mod tlsflags;
 mod topology;
 mod tui;
 

@@ -4,6 +4,8 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use mqttmesh_core::config::{self, Config, Field, Timing};
 
+use crate::tlsflags::TlsFlags;
+
 /// Node configuration (same names wherever a command configures nodes).
 #[derive(Debug, Clone, Args)]
 pub struct NodeFlags {
@@ -53,6 +55,8 @@ pub struct NodeFlags {
     /// Refuse OTA v2 images older than the running version.
     #[arg(long)]
     pub ota_refuse_downgrade: bool,
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// Reads an Ed25519 public key file: 32 raw bytes, or 64 hex digits.
@@ -102,7 +106,9 @@ impl NodeFlags {
         if let Some(path) = &self.ota_public_key {
             b = b.ota_public_key(read_public_key(path)?);
         }
-        b = b.ota_refuse_downgrade(self.ota_refuse_downgrade);
+        b = b
+            .ota_refuse_downgrade(self.ota_refuse_downgrade)
+            .mqtt_tls(self.tls.mode()?);
         if let Some(user) = &self.mqtt_username {
             b = b.mqtt_credentials(user, self.mqtt_password.as_deref().unwrap_or(""));
         }
@@ -122,6 +128,7 @@ fn flag_of(field: Field) -> &'static str {
         Field::BrokerHost | Field::BrokerPort => "--broker",
         Field::MqttUsername => "--mqtt-username",
         Field::MqttPassword => "--mqtt-password",
+        Field::MqttTls => "--fingerprint",
         Field::MeshPort => "--mesh-port",
         Field::InPrefix => "--in-topic",
         Field::OutPrefix => "--out-topic",

@@ -15,6 +15,7 @@ use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
 use mqttmesh_host::meshtls::{colon_hex, MeshTls, MeshTlsCounters};
+use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
 use mqttmesh_host::radio::{Model, Placement, Timing};
@@ -22,6 +23,57 @@ use mqttmesh_host::topology;
 use serde::Serialize;
 
 use crate::nodeflags::NodeFlags;
+
+mod faults;
+mod faults_real;
+mod faults_virtual;
+mod virtual_time;
+
+/// Flags of the virtual-time simulator and of fault injection.
+#[derive(Debug, Args)]
+pub struct VirtualFlags {
+    /// Run on the virtual-time simulator instead of sockets: same flags and report, no
+    /// broker needed (--broker is ignored), thousands of nodes, and the same --seed gives
+    /// the same report byte for byte. Times are simulated; invariants (no parent loop,
+    /// AP open only with a path to the broker, depth and children within limits) are
+    /// checked throughout and violations printed with the seed (exit code 3).
+    #[arg(long = "virtual")]
+    pub virtual_time: bool,
+    /// Inject a fault: `at=<time> <kind> [key=value]...` (repeatable). Kinds:
+    /// `crash node=<N|relay> [for=<time>]`, `restart node=<N|relay>`,
+    /// `cut node=<N|relay>` (its parent link), `router-down for=<time>`,
+    /// `broker-restart [for=<time>]`, `loss p=<0..1> [for=<time>]`,
+    /// `latency ms=<ms> [for=<time>]`, `move node=<N|relay> x=<m> y=<m>`; times like
+    /// 30s, 500ms, 2m. The report gives each fault's heal time, messages lost and
+    /// duplicates.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// A scenario file: one --fault spec per line, `#` comments.
+    #[arg(long = "faults", value_name = "FILE")]
+    pub faults_file: Option<PathBuf>,
+}
+
+/// What only a virtual-time run reports.
+#[derive(Debug, Serialize)]
+struct VirtualStats {
+    simulated_ms: u64,
+    /// When 99% of the nodes were first online.
+    online_99_ms: Option<u64>,
+    events: u64,
+    resent_frames: u64,
+    messages_lost: u64,
+    invariant_violations: u64,
+    first_violations: Vec<String>,
+}
+
+/// Report fields beyond the basic run.
+#[derive(Debug, Serialize, Default)]
+struct Extra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    simulator: Option<VirtualStats>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    faults: Vec<faults::FaultReport>,
+}
 
 /// Radio and timer profile.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,8 +96,10 @@ pub struct SimArgs {
     /// Seed for placement, chip IDs and node jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`, or
-    /// HOST:PORT of any MQTT 3.1.1 broker.
+    /// `embedded` (an in-process broker on a free loopback port), `embedded:PORT`,
+    /// `mosquitto` (a Mosquitto process the sim starts on a free port, and restarts for
+    /// `--fault "at=... broker-restart"`), or HOST[:PORT] of any MQTT 3.1.1 broker (port
+    /// 1883, or 8883 with TLS, when not given).
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// Keep running this many seconds in all (nodes stay reachable over MQTT meanwhile).
@@ -92,6 +146,8 @@ pub struct SimArgs {
     mesh_tls: Option<PathBuf>,
     #[command(flatten)]
     node: NodeFlags,
+    #[command(flatten)]
+    sim: VirtualFlags,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +175,8 @@ struct Report {
     /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
     mesh_tls: Option<MeshTlsCounters>,
     node_list: Vec<NodeRow>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 /// Runs the simulation.
@@ -126,8 +184,13 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    let faults = faults::load(&args.sim.faults, args.sim.faults_file.as_deref())?;
+    if args.sim.virtual_time {
+        return virtual_time::run(&args, &faults);
+    }
     let placement = placement(&args)?;
-    let (broker, _embedded) = broker(&args.broker)?;
+    let tls = &args.node.tls;
+    let (broker, host, mut started) = broker(&args.broker, tls)?;
     let (mut timing, node_timing) = match args.profile {
         Profile::Realistic => (Timing::realistic(), NodeTiming::default()),
         Profile::Fast => (Timing::fast(), NodeTiming::fast()),
@@ -143,9 +206,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         Some(dir) => Some(MeshTls::load(dir).map_err(|e| anyhow!("--mesh-tls: {e}"))?),
         None => None,
     };
-    let config = args
-        .node
-        .config(&broker.ip().to_string(), broker.port(), node_timing)?;
+    let config = args.node.config(&host, broker.port(), node_timing)?;
+    let tls_client = tls.client(&host, broker.port())?;
     // Fail at once, with the real reason, when nothing listens there.
     tokio::time::timeout(
         Duration::from_secs(3),
@@ -163,24 +225,22 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         .mqtt_username
         .as_deref()
         .map(|u| (u, args.node.mqtt_password.as_deref().unwrap_or("")));
-    let observer = Observer::start_with_credentials(
+    let observer = Observer::start_secure(
         broker,
         &config.out_prefix,
         &format!("mqttmesh-sim-observer-{}", std::process::id()),
         credentials,
+        tls_client.as_ref(),
     )
     .await
-    .map_err(|e| {
-        anyhow!(
-            "cannot watch the broker at {broker}: {e}; does it need --mqtt-username/--mqtt-password?"
-        )
-    })?;
+    .map_err(|e| crate::tlsflags::explain(&e).context("cannot watch the broker"))?;
     let spec = MeshSpec {
         placement,
         model: Model::default(),
         timing,
         config,
         broker,
+        mqtt_trust: tls.trust()?,
         mesh_tls: mesh_tls.clone(),
         seed: args.seed,
         publish_interval: Duration::from_secs_f64(args.publish_interval.max(0.0)),
@@ -200,7 +260,10 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
-    let mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
+    faults_real::check(&faults, n, matches!(started, Started::Mosquitto(_)))?;
+    let mut faults = faults_real::RealFaults::new(faults, args.seed);
+    let mut router_up = true;
+    let mut mesh = Mesh::start(spec).await.context("cannot start the nodes")?;
     eprintln!(
         "mqttmesh sim: {n} nodes, topology {}, seed {}, broker {broker}",
         args.topology, args.seed
@@ -215,6 +278,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
 
     let bar = progress_bar(n as u64);
     let formation_deadline = Duration::from_secs(args.formation_timeout);
+    let fault_deadline = faults
+        .last_end()
+        .map(|end| end.max(formation_deadline) + formation_deadline);
     let total = args.duration.map(Duration::from_secs);
     let mut formation_ms = None;
     let mut last_line = std::time::Instant::now();
@@ -239,13 +305,24 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
                 "all {n} nodes online after {:.1} s",
                 elapsed.as_secs_f64()
             ));
-            if total.is_none() {
-                break;
-            }
+        }
+        let mosquitto = match &mut started {
+            Started::Mosquitto(m) => Some(m),
+            _ => None,
+        };
+        faults
+            .tick(&mut mesh, &observer, &mut router_up, mosquitto, elapsed)
+            .await?;
+        if formation_ms.is_some() && total.is_none() && faults.done() {
+            break;
         }
         match total {
             Some(t) if elapsed >= t => break,
-            None if elapsed >= formation_deadline => {
+            None if fault_deadline.is_some_and(|d| elapsed >= d) => {
+                bar.println("faults did not heal in time");
+                break;
+            }
+            None if fault_deadline.is_none() && elapsed >= formation_deadline => {
                 bar.println(format!(
                     "formation timed out after {} s",
                     args.formation_timeout
@@ -294,7 +371,22 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
         mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
         node_list: rows,
+        extra: Extra {
+            simulator: None,
+            faults: faults.reports(&mesh, &observer),
+        },
     };
+    finish(&report, &args)?;
+    mesh.shutdown();
+    Ok(if report.online == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Prints the tree and the summary line, and writes the JSON report if asked.
+fn finish(report: &Report, args: &SimArgs) -> Result<()> {
     println!("{}", render_tree(&report.node_list));
     println!(
         "nodes {}  online {}  formation {}  max depth {}  published {}  delivered {}  duplicates {}",
@@ -323,12 +415,20 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    mesh.shutdown();
-    Ok(if report.online == n {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    for f in &report.extra.faults {
+        println!(
+            "fault {:?}: heal {}  peak offline {}  lost {}  duplicates {}",
+            f.fault,
+            f.heal_ms.map_or("not reached".into(), |ms| format!(
+                "{:.1} s",
+                ms as f64 / 1000.0
+            )),
+            f.offline_peak,
+            f.messages_lost,
+            f.duplicates
+        );
+    }
+    Ok(())
 }
 
 fn placement(args: &SimArgs) -> Result<Placement> {
@@ -341,8 +441,35 @@ fn placement(args: &SimArgs) -> Result<Placement> {
     })
 }
 
-fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
+/// A broker the sim started, kept for the run.
+#[derive(Debug)]
+enum Started {
+    External,
+    Embedded(#[allow(dead_code)] EmbeddedBroker),
+    Mosquitto(Mosquitto),
+}
+
+/// The broker's address, its host name as given (what its certificate must name), and
+/// the broker the sim started, if any.
+fn broker(spec: &str, tls: &crate::tlsflags::TlsFlags) -> Result<(SocketAddr, String, Started)> {
+    if spec == "mosquitto" {
+        if tls.is_on() {
+            bail!("--broker mosquitto starts a plain MQTT Mosquitto; for TLS run a TLS broker and pass --broker HOST:PORT");
+        }
+        let m = Mosquitto::start().map_err(|e| {
+            anyhow!("cannot start Mosquitto for --broker mosquitto: {e}; install it (apt-get install mosquitto) or use --broker embedded")
+        })?;
+        let host = m.addr().ip().to_string();
+        return Ok((m.addr(), host, Started::Mosquitto(m)));
+    }
     if let Some(port) = spec.strip_prefix("embedded") {
+        if tls.is_on() {
+            bail!(
+                "the embedded broker speaks plain MQTT only; for TLS run a TLS broker (e.g. \
+                 Mosquitto with a `listener 8883` and `certfile`/`keyfile`) and pass --broker \
+                 HOST:PORT"
+            );
+        }
         let port: u16 = match port.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| {
                 anyhow!("--broker {spec:?}: the port after `embedded:` must be a number")
@@ -354,14 +481,17 @@ fn broker(spec: &str) -> Result<(SocketAddr, Option<EmbeddedBroker>)> {
             EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).with_context(|| {
                 format!("cannot start the embedded broker on 127.0.0.1:{port}; is the port taken?")
             })?;
-        return Ok((b.addr(), Some(b)));
+        return Ok((b.addr(), b.addr().ip().to_string(), Started::Embedded(b)));
     }
-    let addr = spec
+    let (host, port) =
+        crate::brokerflags::split_host_port(spec).map_err(|e| anyhow!("{e} (or `embedded`)"))?;
+    let port = port.unwrap_or(tls.default_port());
+    let addr = (host, port)
         .to_socket_addrs()
-        .with_context(|| format!("--broker {spec:?}: expected `embedded` or HOST:PORT"))?
+        .with_context(|| format!("--broker {spec:?}: cannot resolve {host}"))?
         .next()
         .ok_or_else(|| anyhow!("--broker {spec:?} resolves to no address"))?;
-    Ok((addr, None))
+    Ok((addr, host.to_string(), Started::External))
 }
 
 fn progress_bar(n: u64) -> ProgressBar {

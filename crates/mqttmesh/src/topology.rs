@@ -70,7 +70,8 @@ pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
     if snapshot.nodes == 0 {
         eprintln!(
             "no node has published under {} on {}; check --out-topic and --broker",
-            args.broker.out_topic, args.broker.broker
+            args.broker.out_topic,
+            args.broker.address()
         );
     }
     let text = render(&snapshot, args.format.into());

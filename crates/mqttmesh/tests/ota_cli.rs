@@ -257,6 +257,7 @@ async fn line_of_four(
         timing: Timing::fast(),
         config: config(broker, public_key),
         broker,
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed: 7,
         publish_interval: Duration::ZERO,

@@ -223,6 +223,7 @@ async fn topology_monitor_and_forget_follow_a_live_mesh() {
         timing: Timing::fast(),
         config: config(broker.addr()),
         broker: broker.addr(),
+        mqtt_trust: Default::default(),
         mesh_tls: None,
         seed: 7,
         publish_interval: Duration::from_millis(500),

@@ -79,6 +79,10 @@ impl Watcher {
         if let Some((user, password)) = &opts.credentials {
             options.set_credentials(user, password);
         }
+        if let Some(tls) = &opts.tls {
+            tls.apply(&mut options);
+        }
+        let secure = opts.tls.is_some();
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -133,12 +137,13 @@ impl Watcher {
                     Ok(_) => {}
                     Err(e) => {
                         if let Some(r) = ready.take() {
-                            let _ = r.send(Some(classify(&task_addr, e)));
+                            let _ = r.send(Some(classify(&task_addr, secure, e)));
                             break;
                         }
                         if up {
                             up = false;
-                            let detail = e.to_string();
+                            let detail =
+                                crate::mqtt_tls::classify(&e, &task_addr, secure, true).to_string();
                             if tx
                                 .send(WatchEvent::Connection { up, detail })
                                 .await
@@ -306,13 +311,17 @@ pub fn apply(view: &mut MeshView, d: &Delivery) -> Vec<crate::view::ViewEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt_tls::ConnectError;
 
     #[tokio::test]
     async fn an_unreachable_broker_is_named() {
         let port = crate::broker::free_port([127, 0, 0, 1].into()).unwrap();
         let opts = WatchOptions::new("127.0.0.1", port, "mqttmesh-test-unreachable");
         let err = Watcher::connect(&opts, &["x/#".into()]).await.unwrap_err();
-        assert!(matches!(err, WatchError::Unreachable { .. }), "{err:?}");
+        assert!(
+            matches!(err, WatchError::Connect(ConnectError::Unreachable { .. })),
+            "{err:?}"
+        );
         assert!(
             err.to_string().contains(&format!("127.0.0.1:{port}")),
             "{err}"

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rumqttc::ConnectionError;
 
+use crate::mqtt_tls::{classify as classify_connect, ClientTls, ConnectError};
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -13,6 +15,8 @@ pub struct WatchOptions {
     pub port: u16,
     /// MQTT user name and password.
     pub credentials: Option<(String, String)>,
+    /// TLS to the broker (`None`: plain MQTT).
+    pub tls: Option<ClientTls>,
     /// Client ID (see [`client_id`]).
     pub client_id: String,
     /// How long connecting and subscribing may take.
@@ -20,12 +24,13 @@ pub struct WatchOptions {
 }
 
 impl WatchOptions {
-    /// Options for `host:port` without credentials, a 5 s connect timeout.
+    /// Options for `host:port` without credentials or TLS, a 5 s connect timeout.
     pub fn new(host: &str, port: u16, client_id: &str) -> WatchOptions {
         WatchOptions {
             host: host.to_string(),
             port,
             credentials: None,
+            tls: None,
             client_id: client_id.to_string(),
             connect_timeout: Duration::from_secs(5),
         }
@@ -59,15 +64,10 @@ pub fn client_id(role: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WatchError {
-    /// No TCP connection (nothing listens there, name does not resolve, …).
-    #[error("cannot reach the MQTT broker at {addr}: {reason}")]
-    Unreachable {
-        /// `host:port`.
-        addr: String,
-        /// What the network said.
-        reason: String,
-    },
-    /// The broker refused the connection or the subscription.
+    /// The connection failed: unreachable, login or TLS refused (see [`ConnectError`]).
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The broker refused the subscription.
     #[error("the MQTT broker at {addr} refused {reason}")]
     Refused {
         /// `host:port`.
@@ -91,21 +91,14 @@ pub enum WatchError {
     },
 }
 
-pub(super) fn classify(addr: &str, e: ConnectionError) -> WatchError {
-    let addr = addr.to_string();
+/// A failure of the first connection (before the subscription was acknowledged).
+pub(super) fn classify(addr: &str, tls: bool, e: ConnectionError) -> WatchError {
     match e {
-        ConnectionError::ConnectionRefused(code) => WatchError::Refused {
-            addr,
-            reason: format!("the connection ({code:?})"),
-        },
         ConnectionError::NetworkTimeout => WatchError::Timeout {
-            addr,
+            addr: addr.to_string(),
             after: Duration::ZERO,
         },
-        other => WatchError::Unreachable {
-            addr,
-            reason: other.to_string(),
-        },
+        other => WatchError::Connect(classify_connect(&other, addr, tls, false)),
     }
 }
 

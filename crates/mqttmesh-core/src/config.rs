@@ -27,6 +27,10 @@ pub const MAX_NETWORKS: usize = 4;
 pub const MAX_DEPTH_LIMIT: u8 = 32;
 /// Hard upper bound of `max_children`.
 pub const MAX_CHILDREN_LIMIT: u8 = 8;
+/// Hard upper bound of `outbox_len`: the outbox's compiled-in capacity.
+pub const MAX_OUTBOX_LEN: u8 = 12;
+/// Default unacknowledged QoS ≥ 1 messages a node keeps.
+pub const DEFAULT_OUTBOX_LEN: u8 = 12;
 
 /// Default in-topic prefix.
 pub const DEFAULT_IN_PREFIX: &str = "esp8266-in/";
@@ -85,6 +89,10 @@ pub struct Timing {
     /// MQTT keep-alive of a root's broker session; the broker declares a silent root
     /// dead (and publishes its last will) after 1.5 times this.
     pub mqtt_keepalive: Duration,
+    /// How long a relay that lost its uplink keeps its children's links while it tries
+    /// its cached alternatives; its children re-join elsewhere only after this.
+    /// Zero tears the subtree down at once (the original's behaviour).
+    pub uplink_grace: Duration,
 }
 
 impl Timing {
@@ -99,6 +107,7 @@ impl Timing {
             link_timeout: Duration::from_millis(4000),
             retry_backoff: Duration::from_millis(300),
             mqtt_keepalive: Duration::from_secs(10),
+            uplink_grace: Duration::from_secs(6),
         }
     }
 }
@@ -113,6 +122,7 @@ impl Default for Timing {
             link_timeout: Duration::from_secs(15),
             mqtt_keepalive: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(1),
+            uplink_grace: Duration::from_secs(20),
         }
     }
 }
@@ -150,6 +160,9 @@ pub struct Config {
     pub max_children: u8,
     /// Deepest a node may sit (root = 1; 1..=[`MAX_DEPTH_LIMIT`]).
     pub max_depth: u8,
+    /// Unacknowledged QoS ≥ 1 messages the node keeps for re-sending
+    /// (1..=[`MAX_OUTBOX_LEN`]; `docs/PROTOCOL.md` "Outbox").
+    pub outbox_len: u8,
     /// Node ID override (the original's `setID`); the chip ID is used otherwise.
     pub node_id: Option<NodeId>,
     /// Timers.
@@ -184,6 +197,7 @@ impl Config {
                 out_prefix: text(DEFAULT_OUT_PREFIX),
                 max_children: DEFAULT_MAX_CHILDREN,
                 max_depth: DEFAULT_MAX_DEPTH,
+                outbox_len: DEFAULT_OUTBOX_LEN,
                 node_id: None,
                 timing: Timing::default(),
                 ota_public_key: None,
@@ -254,6 +268,8 @@ pub enum Field {
     MaxChildren,
     /// `max_depth`
     MaxDepth,
+    /// `outbox_len`
+    OutboxLen,
     /// `node_id`
     NodeId,
     /// `timing`
@@ -281,6 +297,7 @@ impl fmt::Display for Field {
             Field::OutPrefix => "out_prefix",
             Field::MaxChildren => "max_children",
             Field::MaxDepth => "max_depth",
+            Field::OutboxLen => "outbox_len",
             Field::NodeId => "node_id",
             Field::Timing => "timing",
         };
@@ -343,6 +360,8 @@ const PREFIX_CHARS: &str = "must not contain '+', '#' or NUL";
 const PREFIX_OVERLAP: &str = "must differ from in_prefix and neither may start with the other";
 const CHILDREN_RANGE: &str = "must be 1..=8";
 const DEPTH_RANGE: &str = "must be 1..=32";
+const OUTBOX_RANGE: &str = "must be 1..=12";
+const GRACE_ORDER: &str = "uplink_grace must be at most 10 times link_timeout";
 const TIMING_ZERO: &str = "every duration must be non-zero";
 const KEEPALIVE_ORDER: &str = "keepalive_interval must be shorter than link_timeout";
 
@@ -453,6 +472,11 @@ impl Builder {
     /// Maximum depth.
     pub fn max_depth(mut self, n: u8) -> Self {
         self.config.max_depth = n;
+        self
+    }
+    /// Unacknowledged QoS ≥ 1 messages kept for re-sending.
+    pub fn outbox_len(mut self, n: u8) -> Self {
+        self.config.outbox_len = n;
         self
     }
     /// Node ID override.
@@ -614,6 +638,8 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     check(ok, Field::MaxChildren, CHILDREN_RANGE)?;
     let ok = (1..=MAX_DEPTH_LIMIT).contains(&c.max_depth);
     check(ok, Field::MaxDepth, DEPTH_RANGE)?;
+    let ok = (1..=MAX_OUTBOX_LEN).contains(&c.outbox_len);
+    check(ok, Field::OutboxLen, OUTBOX_RANGE)?;
     validate_timing(&c.timing)
 }
 
@@ -666,6 +692,11 @@ fn validate_timing(t: &Timing) -> Result<(), ConfigError> {
     }
     if t.keepalive_interval >= t.link_timeout {
         return Err(ConfigError::new(Field::Timing, KEEPALIVE_ORDER));
+    }
+    // A child holds its link for the grace period without a path to the broker; an
+    // unbounded one would strand a subtree behind a relay that never recovers.
+    if t.uplink_grace > t.link_timeout.mul_div(10, 1) {
+        return Err(ConfigError::new(Field::Timing, GRACE_ORDER));
     }
     Ok(())
 }

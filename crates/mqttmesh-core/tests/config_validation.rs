@@ -406,3 +406,26 @@ fn display_names_the_field() {
     };
     assert_eq!(e.to_string(), "invalid networks[2].bssid: x");
 }
+
+#[test]
+fn outbox_len_and_uplink_grace_are_bounded() {
+    assert_eq!(field_of(base().outbox_len(0)), Field::OutboxLen);
+    assert_eq!(
+        field_of(base().outbox_len(mqttmesh_core::config::MAX_OUTBOX_LEN + 1)),
+        Field::OutboxLen
+    );
+    assert!(base().outbox_len(1).build().is_ok());
+    let no_grace = Timing {
+        uplink_grace: Duration::ZERO,
+        ..Timing::default()
+    };
+    assert!(
+        base().timing(no_grace).build().is_ok(),
+        "zero: tear down at once"
+    );
+    let endless = Timing {
+        uplink_grace: Duration::from_secs(151),
+        ..Timing::default()
+    };
+    assert_eq!(field_of(base().timing(endless)), Field::Timing);
+}

@@ -48,12 +48,14 @@ fn fixtures() -> Vec<Vec<u8>> {
         },
         Frame::Publish {
             id: 7,
+            origin: "00A1B2",
             msg_type: MsgType::RetainedQos1,
             topic: "m/out/00A1B2/ü",
             payload: &[0, 1, 2, 0xff],
         },
         Frame::Publish {
             id: 0xffff,
+            origin: "ABCDEFGHIJKLMNOPQRSTUVWX",
             msg_type: MsgType::Qos2,
             topic: &topic,
             payload: &payload,
@@ -192,14 +194,18 @@ fn decoy_lengths_never_read_out_of_bounds() {
     let mut challenge = vec![0x04];
     challenge.extend_from_slice(&[0; 16]);
     challenge.push(0xff);
-    let cases: [&[u8]; 9] = [
+    let cases: [&[u8]; 13] = [
         &join_id,
         &join_fw,
         &challenge,
         &[0x02, 0xff],
         &[0x02, 1, 0xff],
-        &[0x10, 0, 0, 0, 0xff],
-        &[0x10, 0, 0, 0, 1, b't', 0xff, 0xff],
+        &[0x10, 0, 0, 0xff],
+        &[0x10, 0, 0, 1, b'A', 0, 0xff],
+        &[0x10, 0, 0, 1, b'A', 0, 1, b't', 0xff, 0xff],
+        &[0x12, 0xff],
+        &[0x14, 0xff],
+        &[0x14, 1, 0xff],
         &[0x11, 0xff],
         &[0x11, 1, b't', 0xff, 0xff],
     ];

@@ -30,6 +30,7 @@ enum Owned {
     JoinReject(Reason),
     Publish {
         id: u16,
+        origin: String,
         msg_type: MsgType,
         topic: String,
         payload: Vec<u8>,
@@ -38,6 +39,12 @@ enum Owned {
         topic: String,
         payload: Vec<u8>,
     },
+    Ack {
+        origin: String,
+        id: u16,
+    },
+    Hold,
+    Resume(Vec<String>),
     KeepAlive,
     KeepAliveAck,
     Leave(Reason),
@@ -76,16 +83,26 @@ impl Owned {
             Owned::JoinReject(reason) => Frame::JoinReject { reason: *reason },
             Owned::Publish {
                 id,
+                origin,
                 msg_type,
                 topic,
                 payload,
             } => Frame::Publish {
                 id: *id,
+                origin,
                 msg_type: *msg_type,
                 topic,
                 payload,
             },
             Owned::Deliver { topic, payload } => Frame::Deliver { topic, payload },
+            Owned::Ack { origin, id } => Frame::Ack { origin, id: *id },
+            Owned::Hold => Frame::Hold,
+            Owned::Resume(ids) => Frame::Resume {
+                path: ids
+                    .iter()
+                    .map(|s| NodeId::new(s).unwrap())
+                    .collect::<Path>(),
+            },
             Owned::KeepAlive => Frame::KeepAlive,
             Owned::KeepAliveAck => Frame::KeepAliveAck,
             Owned::Leave(reason) => Frame::Leave { reason: *reason },
@@ -151,10 +168,11 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
         any::<[u8; 32]>().prop_map(Owned::Proof),
         prop::collection::vec(node_id(), 0..=MAX_PATH).prop_map(Owned::JoinAccept),
         reason().prop_map(Owned::JoinReject),
-        (any::<u16>(), msg_type(), topic(), payload()).prop_map(
-            |(id, msg_type, topic, payload)| {
+        (any::<u16>(), node_id(), msg_type(), topic(), payload()).prop_map(
+            |(id, origin, msg_type, topic, payload)| {
                 Owned::Publish {
                     id,
+                    origin,
                     msg_type,
                     topic,
                     payload,
@@ -162,6 +180,9 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
             }
         ),
         (topic(), payload()).prop_map(|(topic, payload)| Owned::Deliver { topic, payload }),
+        (node_id(), any::<u16>()).prop_map(|(origin, id)| Owned::Ack { origin, id }),
+        Just(Owned::Hold),
+        prop::collection::vec(node_id(), 0..=MAX_PATH).prop_map(Owned::Resume),
         Just(Owned::KeepAlive),
         Just(Owned::KeepAliveAck),
         reason().prop_map(Owned::Leave),

@@ -103,6 +103,9 @@ fn allowed(joined: bool, frame: &Frame<'_>) -> bool {
         Frame::JoinAccept { .. }
         | Frame::JoinReject { .. }
         | Frame::Deliver { .. }
+        | Frame::Ack { .. }
+        | Frame::Hold
+        | Frame::Resume { .. }
         | Frame::Challenge { .. }
         | Frame::Proof { .. } => false,
     }

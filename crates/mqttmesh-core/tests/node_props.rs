@@ -63,6 +63,7 @@ fn timing() -> Timing {
         link_timeout: Duration::from_secs(10),
         retry_backoff: Duration::from_millis(700),
         mqtt_keepalive: Duration::from_secs(10),
+        uplink_grace: Duration::ZERO,
     }
 }
 
@@ -365,6 +366,7 @@ impl OwnedFrame {
             OwnedFrame::JoinReject(reason) => Frame::JoinReject { reason: *reason },
             OwnedFrame::Publish { topic, payload } => Frame::Publish {
                 id: 0,
+                origin: IDS[0],
                 msg_type: MsgType::Qos1,
                 topic,
                 payload,

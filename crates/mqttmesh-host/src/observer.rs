@@ -168,6 +168,14 @@ impl Observer {
             .sum()
     }
 
+    /// Distinct counter messages seen from node `id`.
+    pub fn delivered_from(&self, id: &str) -> u64 {
+        lock(&self.state)
+            .counters
+            .get(id)
+            .map_or(0, |s| s.len() as u64)
+    }
+
     /// Counter messages seen more than once.
     pub fn duplicates(&self) -> u64 {
         lock(&self.state).duplicates

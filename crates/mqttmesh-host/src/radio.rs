@@ -359,7 +359,15 @@ impl Radio {
 
     /// `node` opens its AP.
     pub fn open_ap(&self, node: usize, ap: Ap) {
-        self.state().aps.insert(node, (ap, HashSet::new()));
+        let mut state = self.state();
+        // Opened again while up (children kept through an uplink loss): a beacon
+        // update; its stations stay associated.
+        let stations = state
+            .aps
+            .remove(&node)
+            .map(|(_, stations)| stations)
+            .unwrap_or_default();
+        state.aps.insert(node, (ap, stations));
     }
 
     /// `node` closes its AP; its stations are disassociated.

@@ -47,6 +47,8 @@ pub(crate) enum MqttInput {
     /// Topic, payload, retain flag.
     Message(String, Vec<u8>, bool),
     Disconnected(String),
+    /// The broker acknowledged the publication of this token.
+    Acked(u32),
 }
 
 /// Control of a running node.
@@ -392,6 +394,7 @@ impl Driver {
                     lock(&self.status).broker_error = None;
                     self.node.handle_mqtt_connected(now)
                 }
+                MqttInput::Acked(token) => self.node.handle_mqtt_acked(now, token),
                 MqttInput::Message(topic, payload, false) => {
                     self.node.handle_mqtt_message(now, &topic, &payload)
                 }

@@ -169,6 +169,7 @@ async fn wrong_password_join_is_refused_over_tcp_and_nothing_is_relayed() {
     );
     let publish = encode(&Frame::Publish {
         id: 0,
+        origin: "0B0B0B",
         msg_type: MsgType::Qos0,
         topic: "esp8266-out/0B0B0B/sneaky",
         payload: b"x",
@@ -193,6 +194,7 @@ async fn wrong_password_join_is_refused_over_tcp_and_nothing_is_relayed() {
     );
     good.send(&encode(&Frame::Publish {
         id: 0,
+        origin: "0C0C0C",
         msg_type: MsgType::Qos1,
         topic: "esp8266-out/0C0C0C/hello",
         payload: b"y",

@@ -2,8 +2,12 @@
 //! wildcards, retained messages, last wills, and an observer log of every publication.
 //!
 //! It is a model of the broker-visible contract of `../shared/spec/compat.md`, not an
-//! MQTT implementation: QoS is not modelled (the simulated network does not lose what
-//! it carries), and a message matching several filters of one session is delivered once.
+//! MQTT implementation. QoS 1 from a root is acknowledged: a publication that carries a
+//! token is answered with a PUBACK (`Node::handle_mqtt_acked`) once the broker accepted
+//! it, unless the broker restarted meanwhile ([`crate::World::broker_restart`]; then it
+//! is lost, as on a real broker without persistence). Deliveries to sessions are not
+//! acknowledged (the simulated network does not lose what it carries), and a message
+//! matching several filters of one session is delivered once.
 
 use std::collections::{BTreeMap, BTreeSet};
 

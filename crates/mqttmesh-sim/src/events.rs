@@ -114,6 +114,20 @@ pub(crate) enum Ev {
         to: usize,
     },
     BrokerIn(Publication),
+    /// A QoS ≥ 1 publication of root `node`'s session `session`: the broker answers
+    /// with a PUBACK for `token`, unless it restarted (`epoch`) meanwhile.
+    BrokerInAck {
+        publication: Publication,
+        node: NodeIdx,
+        session: u64,
+        token: u32,
+        epoch: u64,
+    },
+    MqttAck {
+        node: NodeIdx,
+        session: u64,
+        token: u32,
+    },
     AppTick {
         node: NodeIdx,
         inc: u64,
@@ -268,6 +282,37 @@ impl World {
             Ev::Data { conn, to, bytes } => self.on_data(conn, to, bytes),
             Ev::Closed { conn, to } => self.on_closed(conn, to),
             Ev::BrokerIn(publication) => self.on_broker_in(publication),
+            Ev::BrokerInAck {
+                publication,
+                node,
+                session,
+                token,
+                epoch,
+            } => {
+                if epoch != self.broker_epoch {
+                    // In flight when the broker went down: lost, never acknowledged.
+                    self.dropped += 1;
+                    return;
+                }
+                self.on_broker_in(publication);
+                let ev = Ev::MqttAck {
+                    node,
+                    session,
+                    token,
+                };
+                self.schedule(self.timing.broker_delivery, ev);
+            }
+            Ev::MqttAck {
+                node,
+                session,
+                token,
+            } => {
+                let current = self.broker.session(node).map(|s| s.id);
+                if self.nodes[node].alive && current == Some(session) {
+                    self.nodes[node].node.handle_mqtt_acked(now, token);
+                    self.drain(node);
+                }
+            }
             Ev::AppTick { node, inc } => self.on_app_tick(node, inc),
             Ev::MqttDeliver {
                 node,

@@ -240,11 +240,11 @@ impl World {
     }
 
     fn publish_from(&mut self, idx: NodeIdx, publish: Publish) {
-        if self.broker.session(idx).is_none() {
+        let Some(session) = self.broker.session(idx).map(|s| s.id) else {
             self.dropped += 1;
             self.log_world(idx, "publish without a broker session dropped");
             return;
-        }
+        };
         let publication = Publication {
             at: self.now,
             topic: publish.topic.as_str().to_owned(),
@@ -252,6 +252,16 @@ impl World {
             retain: publish.msg_type.retain(),
             from: Some(idx),
         };
-        self.schedule(self.timing.broker_delivery, Ev::BrokerIn(publication));
+        let ev = match publish.token {
+            Some(token) if publish.msg_type.qos() >= 1 => Ev::BrokerInAck {
+                publication,
+                node: idx,
+                session,
+                token,
+                epoch: self.broker_epoch,
+            },
+            _ => Ev::BrokerIn(publication),
+        };
+        self.schedule(self.timing.broker_delivery, ev);
     }
 }

@@ -185,6 +185,23 @@ impl World {
         self.router_up = true;
     }
 
+    /// The broker restarts: every session ends (a shutting-down broker publishes no
+    /// wills), publications in flight to it are lost unacknowledged, and the roots see
+    /// their sessions drop. The retained store survives (a persistent broker).
+    pub fn broker_restart(&mut self) {
+        self.broker_epoch += 1;
+        for idx in 0..self.nodes.len() {
+            if self.broker.session(idx).is_some() {
+                self.broker.close(idx, true);
+                let inc = self.nodes[idx].incarnation;
+                self.schedule(
+                    mqttmesh_core::Duration::ZERO,
+                    Ev::MqttLost { node: idx, inc },
+                );
+            }
+        }
+    }
+
     /// What node `idx` hears now.
     pub fn scan(&mut self, idx: NodeIdx) -> Vec<ScanEntry> {
         let me = Endpoint::Node(idx);

@@ -111,6 +111,8 @@ pub struct World {
     /// AP MAC → node (fixed per node: chip ID and mesh password).
     pub(crate) by_bssid: BTreeMap<Mac, NodeIdx>,
     pub(crate) steps: u64,
+    /// Bumped by [`World::broker_restart`]: publications in flight before are lost.
+    pub(crate) broker_epoch: u64,
     /// Frames the radio lost and resent.
     pub(crate) resent: u64,
     /// Powered nodes.
@@ -175,6 +177,7 @@ impl World {
             dropped: 0,
             by_bssid: BTreeMap::new(),
             steps: 0,
+            broker_epoch: 0,
             resent: 0,
             alive_count: 0,
             online_count: 0,

@@ -30,6 +30,7 @@ fn timing() -> Timing {
         link_timeout: secs(3),
         retry_backoff: ms(500),
         mqtt_keepalive: secs(10),
+        uplink_grace: Duration::ZERO,
     }
 }
 
@@ -144,6 +145,8 @@ fn hold_off(w: &mut World, idxs: &[usize]) {
     }
 }
 
+#[path = "scenarios/delivery.rs"]
+mod delivery;
 #[path = "scenarios/fault_kinds.rs"]
 mod fault_kinds;
 #[path = "scenarios/faults.rs"]

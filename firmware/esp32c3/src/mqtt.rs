@@ -1,4 +1,4 @@
-//! The broker session behind the core's four calls (`docs/ARCHITECTURE.md`, "The
+//! The broker session behind the core's calls (`docs/ARCHITECTURE.md`, "The
 //! broker session"): `Action::ConnectMqtt` opens TCP to the broker on the station stack
 //! and sends CONNECT with the node's last will; CONNACK → `handle_mqtt_connected`;
 //! PUBLISH from the broker → `handle_mqtt_message` / `handle_mqtt_retained`; any
@@ -6,7 +6,9 @@
 //! build sets `[broker] tls_fingerprint` (`tls_pin.rs`; embedded-tls, AES-128-GCM).
 //!
 //! QoS: we publish at QoS 0 or 1 (a QoS 2 message type is sent at QoS 1: at least
-//! once instead of exactly once) and subscribe at QoS 1.
+//! once instead of exactly once) and subscribe at QoS 1. The PUBACK of a publication
+//! that carries a token goes back to the node as `handle_mqtt_acked(token)`
+//! (`docs/PROTOCOL.md` "Outbox and acknowledgements").
 
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -29,6 +31,9 @@ const TLS_READ_BUF: usize = 16_384 + 256;
 const TLS_WRITE_BUF: usize = MAX_PACKET + embedded_tls::TLS_RECORD_OVERHEAD;
 /// Largest packet accepted from the broker: a node payload plus topic and header room.
 const MAX_PACKET: usize = 1536;
+/// Publications awaiting a PUBACK whose token the node wants back; when full the oldest
+/// is forgotten (the node gives up on it after its own timeout and sends it again).
+const AWAITING: usize = 32;
 
 async fn resolve(stack: Stack<'static>) -> Option<Ipv4Addr> {
     if let Ok(ip) = config::BROKER_HOST.parse::<Ipv4Addr>() {
@@ -77,6 +82,9 @@ struct Session<'b, T> {
     next_id: u16,
     keep_alive: Duration,
     last_tx: Instant,
+    /// (packet ID, token); packet ID 0 marks a free entry.
+    awaiting: [(u16, u32); AWAITING],
+    next_awaiting: usize,
 }
 
 impl<T: Read + Write> Session<'_, T> {
@@ -100,6 +108,10 @@ impl<T: Read + Write> Session<'_, T> {
             MqttCmd::Publish(p) => {
                 let qos = p.msg_type.qos().min(1);
                 let id = self.id();
+                if let (1, Some(token)) = (qos, p.token) {
+                    self.awaiting[self.next_awaiting] = (id, token);
+                    self.next_awaiting = (self.next_awaiting + 1) % AWAITING;
+                }
                 let len =
                     codec::publish(self.out, &p.topic, &p.payload, qos, p.msg_type.retain(), id);
                 self.send(len).await
@@ -141,6 +153,14 @@ impl<T: Read + Write> Session<'_, T> {
                     }
                     _ => true,
                 }
+            }
+            Ok(Incoming::PubAck { id }) => {
+                if let Some(entry) = self.awaiting.iter_mut().find(|(p, _)| *p == id && id != 0) {
+                    let token = entry.1;
+                    *entry = (0, 0);
+                    with_node(|node, now| node.handle_mqtt_acked(now, token));
+                }
+                true
             }
             Ok(Incoming::SubAck { granted: 0x80, .. }) => {
                 log::warn!("mqtt: the broker refused our subscription");
@@ -321,6 +341,8 @@ async fn connect_and_run<T: Read + Write>(
         next_id: 0,
         keep_alive,
         last_tx: Instant::now(),
+        awaiting: [(0, 0); AWAITING],
+        next_awaiting: 0,
     };
     let flushed = session.flush;
     if !mqtt_connect(

@@ -106,7 +106,9 @@ impl<'a> Frame<'a> {
         let mut r = Reader { rest: body };
         let frame = match r.u8()? {
             code::JOIN_REQUEST => Self::decode_join_request(&mut r)?,
-            code::JOIN_ACCEPT => Self::decode_join_accept(&mut r)?,
+            code::JOIN_ACCEPT => Frame::JoinAccept {
+                path: Self::decode_path(&mut r)?,
+            },
             code::JOIN_REJECT => Frame::JoinReject {
                 reason: r.reason()?,
             },
@@ -120,6 +122,18 @@ impl<'a> Frame<'a> {
             code::DELIVER => Frame::Deliver {
                 topic: r.topic()?,
                 payload: r.payload()?,
+            },
+            code::ACK => {
+                let origin = r.str8(MAX_ID_LEN)?;
+                check_node_id(origin)?;
+                Frame::Ack {
+                    origin,
+                    id: r.u16()?,
+                }
+            }
+            code::HOLD => Frame::Hold,
+            code::RESUME => Frame::Resume {
+                path: Self::decode_path(&mut r)?,
             },
             code::KEEPALIVE => Frame::KeepAlive,
             code::KEEPALIVE_ACK => Frame::KeepAliveAck,
@@ -148,7 +162,7 @@ impl<'a> Frame<'a> {
         }))
     }
 
-    fn decode_join_accept(r: &mut Reader<'a>) -> Result<Frame<'a>, DecodeError> {
+    fn decode_path(r: &mut Reader<'a>) -> Result<Path, DecodeError> {
         let count = usize::from(r.u8()?);
         check_max(count, MAX_PATH)?;
         let mut path = Path::new();
@@ -157,15 +171,18 @@ impl<'a> Frame<'a> {
             path.push(r.node_id()?)
                 .map_err(|_| DecodeError::FieldTooLong)?;
         }
-        Ok(Frame::JoinAccept { path })
+        Ok(path)
     }
 
     fn decode_publish(r: &mut Reader<'a>) -> Result<Frame<'a>, DecodeError> {
         let id = r.u16()?;
+        let origin = r.str8(MAX_ID_LEN)?;
+        check_node_id(origin)?;
         let code = r.u8()?;
         let msg_type = MsgType::from_u8(code).ok_or(DecodeError::BadMsgType(code))?;
         Ok(Frame::Publish {
             id,
+            origin,
             msg_type,
             topic: r.topic()?,
             payload: r.payload()?,
@@ -222,7 +239,7 @@ mod tests {
         assert_eq!(Frame::decode(&[0x7f]), Err(DecodeError::UnknownType(0x7f)));
         assert_eq!(Frame::decode(&[0x03, 0]), Err(DecodeError::BadReason(0)));
         assert_eq!(Frame::decode(&[0x30, 10]), Err(DecodeError::BadReason(10)));
-        let publish = [0x10, 0, 1, 7, 1, b't', 0, 0];
+        let publish = [0x10, 0, 1, 1, b'A', 7, 1, b't', 0, 0];
         assert_eq!(Frame::decode(&publish), Err(DecodeError::BadMsgType(7)));
         assert_eq!(
             Frame::decode(&[0x01, 1, 0]),
@@ -250,7 +267,7 @@ mod tests {
         let cases: [&[u8]; 7] = [
             &[0x11, 129],
             &[0x11, 1, b't', 0x04, 0x01],
-            &[0x10, 0, 0, 0, 129],
+            &[0x10, 0, 0, 1, b'A', 0, 129],
             &join_id,
             &join_fw,
             &[0x02, 33],

@@ -55,7 +55,7 @@ const _: () = assert!(29 + MAX_ID_LEN + MAX_FIRMWARE_VERSION_LEN <= MAX_BODY);
 const _: () = assert!(2 + NONCE_LEN + MAX_ID_LEN + TAG_LEN <= MAX_BODY);
 const _: () = assert!(2 + MAX_PATH * (1 + MAX_ID_LEN) <= MAX_BODY);
 const _: () = assert!(MAX_PATH <= u8::MAX as usize);
-const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + 16 <= MAX_BODY);
+const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + MAX_ID_LEN + 16 <= MAX_BODY);
 
 impl Frame<'_> {
     /// The frame type code (see [`code`]).
@@ -68,6 +68,9 @@ impl Frame<'_> {
             Frame::Proof { .. } => code::PROOF,
             Frame::Publish { .. } => code::PUBLISH,
             Frame::Deliver { .. } => code::DELIVER,
+            Frame::Ack { .. } => code::ACK,
+            Frame::Hold => code::HOLD,
+            Frame::Resume { .. } => code::RESUME,
             Frame::KeepAlive => code::KEEPALIVE,
             Frame::KeepAliveAck => code::KEEPALIVE_ACK,
             Frame::Leave { .. } => code::LEAVE,
@@ -85,7 +88,7 @@ impl Frame<'_> {
             Frame::JoinRequest(j) => (1 + NONCE_LEN + 1 + 4 + 4 + 1 + 1)
                 .saturating_add(j.node_id.len())
                 .saturating_add(j.firmware_version.len()),
-            Frame::JoinAccept { path } => path
+            Frame::JoinAccept { path } | Frame::Resume { path } => path
                 .iter()
                 .fold(1, |n: usize, id| n.saturating_add(1 + id.as_str().len())),
             Frame::JoinReject { .. } | Frame::Leave { .. } => 1,
@@ -93,13 +96,20 @@ impl Frame<'_> {
                 (NONCE_LEN + 1 + TAG_LEN).saturating_add(parent_id.len())
             }
             Frame::Proof { .. } => TAG_LEN,
-            Frame::Publish { topic, payload, .. } => 6usize
+            Frame::Publish {
+                topic,
+                payload,
+                origin,
+                ..
+            } => 7usize
+                .saturating_add(origin.len())
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
             Frame::Deliver { topic, payload } => 3usize
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
-            Frame::KeepAlive | Frame::KeepAliveAck => 0,
+            Frame::Ack { origin, .. } => 3usize.saturating_add(origin.len()),
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => 0,
         };
         fields.saturating_add(1)
     }
@@ -113,12 +123,25 @@ impl Frame<'_> {
                 check_max(j.firmware_version.len(), MAX_FIRMWARE_VERSION_LEN)
             }
             Frame::Challenge { parent_id, .. } => check_node_id(parent_id).map(|_| ()),
-            Frame::Publish { topic, payload, .. } | Frame::Deliver { topic, payload } => {
+            Frame::Publish {
+                topic,
+                payload,
+                origin,
+                ..
+            } => {
+                check_node_id(origin)?;
                 check_topic(topic)?;
                 check_max(payload.len(), MAX_PAYLOAD)
             }
+            Frame::Deliver { topic, payload } => {
+                check_topic(topic)?;
+                check_max(payload.len(), MAX_PAYLOAD)
+            }
+            Frame::Ack { origin, .. } => check_node_id(origin).map(|_| ()),
             // Path length and node IDs are guaranteed by their types.
             Frame::JoinAccept { .. }
+            | Frame::Resume { .. }
+            | Frame::Hold
             | Frame::Proof { .. }
             | Frame::JoinReject { .. }
             | Frame::Leave { .. }
@@ -156,7 +179,7 @@ impl Frame<'_> {
                 w.str8(j.firmware_version)?;
                 w.u8(j.subtree_height)
             }
-            Frame::JoinAccept { path } => {
+            Frame::JoinAccept { path } | Frame::Resume { path } => {
                 let count = u8::try_from(path.len()).map_err(|_| EncodeError::FieldTooLong)?;
                 w.u8(count)?;
                 path.iter().try_for_each(|id| w.str8(id.as_str()))
@@ -174,11 +197,13 @@ impl Frame<'_> {
             Frame::Proof { tag } => w.put(tag),
             Frame::Publish {
                 id,
+                origin,
                 msg_type,
                 topic,
                 payload,
             } => {
                 w.u16(*id)?;
+                w.str8(origin)?;
                 w.u8(msg_type.to_u8())?;
                 w.str8(topic)?;
                 w.payload(payload)
@@ -187,7 +212,11 @@ impl Frame<'_> {
                 w.str8(topic)?;
                 w.payload(payload)
             }
-            Frame::KeepAlive | Frame::KeepAliveAck => Ok(()),
+            Frame::Ack { origin, id } => {
+                w.str8(origin)?;
+                w.u16(*id)
+            }
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => Ok(()),
         }
     }
 }
@@ -232,6 +261,7 @@ mod tests {
         let payload = [0xaa; MAX_PAYLOAD];
         let frame = Frame::Publish {
             id: 0,
+            origin: "ABCDEFGHIJKLMNOPQRSTUVWX",
             msg_type: MsgType::RetainedQos2,
             topic,
             payload: &payload,

@@ -68,8 +68,9 @@ pub(super) const JOIN_ACCEPT: &[u8] = &[
 ];
 
 pub(super) const PUBLISH: &[u8] = &[
-    0x00, 0x18, 0x10, //
+    0x00, 0x1f, 0x10, //
     0x12, 0x34, // message ID
+    0x06, b'0', b'0', b'A', b'1', b'B', b'2', // origin
     0x02, // QoS 1
     0x0e, b'm', b'/', b'o', b'u', b't', b'/', b'0', b'0', b'A', b'1', b'B', b'2', b'/', b't', 0x00,
     0x03, 0x00, 0xff, b'\n', // binary payload
@@ -81,7 +82,18 @@ pub(super) const DELIVER: &[u8] = &[
     0x00, 0x02, b'h', b'i',
 ];
 
-pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 10] {
+const ACK: &[u8] = &[
+    0x00, 0x0a, 0x12, //
+    0x06, b'0', b'0', b'A', b'1', b'B', b'2', // origin
+    0x12, 0x34, // message ID
+];
+
+const RESUME: &[u8] = &[
+    0x00, 0x07, 0x14, 0x01, // one ID
+    0x04, b'R', b'O', b'O', b'T',
+];
+
+pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 13] {
     [
         (join_request(), JOIN_REQUEST),
         (
@@ -108,6 +120,7 @@ pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 10] {
         (
             Frame::Publish {
                 id: 0x1234,
+                origin: "00A1B2",
                 msg_type: MsgType::Qos1,
                 topic: "m/out/00A1B2/t",
                 payload: &[0x00, 0xff, b'\n'],
@@ -120,6 +133,20 @@ pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 10] {
                 payload: b"hi",
             },
             DELIVER,
+        ),
+        (
+            Frame::Ack {
+                origin: "00A1B2",
+                id: 0x1234,
+            },
+            ACK,
+        ),
+        (Frame::Hold, &[0x00, 0x01, 0x13]),
+        (
+            Frame::Resume {
+                path: path(&["ROOT"]),
+            },
+            RESUME,
         ),
         (Frame::KeepAlive, &[0x00, 0x01, 0x20]),
         (Frame::KeepAliveAck, &[0x00, 0x01, 0x21]),

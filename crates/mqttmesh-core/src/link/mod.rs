@@ -33,7 +33,9 @@ pub use auth::{JoinKey, Nonce, Tag, Transcript, NONCE_LEN, TAG_LEN};
 pub use deframer::Deframer;
 
 /// Link protocol version carried in the join request. Version 2 replaced the mesh tag
-/// of version 1 with the authenticated handshake (`docs/PROTOCOL.md` "Join handshake").
+/// of version 1 with the authenticated handshake (`docs/PROTOCOL.md` "Join handshake")
+/// and, in the same release, added the origin to `Publish` and the `Ack`, `Hold` and
+/// `Resume` frames.
 pub const VERSION: u8 = 2;
 /// Length of the frame header (body length, u16 big-endian).
 pub const HEADER_LEN: usize = 2;
@@ -62,6 +64,12 @@ pub mod code {
     pub const PUBLISH: u8 = 0x10;
     /// Parent → child: deliver downstream.
     pub const DELIVER: u8 = 0x11;
+    /// Parent → child: the broker acknowledged a QoS ≥ 1 publish (routed to its origin).
+    pub const ACK: u8 = 0x12;
+    /// Parent → child: the parent lost its uplink; keep the link for the grace period.
+    pub const HOLD: u8 = 0x13;
+    /// Parent → child: the parent is online again, with its (possibly new) path.
+    pub const RESUME: u8 = 0x14;
     /// Either way: keep-alive.
     pub const KEEPALIVE: u8 = 0x20;
     /// Either way: keep-alive answer.
@@ -189,6 +197,8 @@ pub enum Frame<'a> {
     Publish {
         /// Message ID for end-to-end acknowledgement (0: none requested).
         id: u16,
+        /// Node ID of the node that created the message (relays pass it on unchanged).
+        origin: &'a str,
         /// QoS and retain.
         msg_type: MsgType,
         /// Full MQTT topic (≤ [`MAX_TOPIC_LEN`]).
@@ -202,6 +212,22 @@ pub enum Frame<'a> {
         topic: &'a str,
         /// Payload (≤ [`MAX_PAYLOAD`]).
         payload: &'a [u8],
+    },
+    /// Parent → child: the node holding the broker session had message `id` of
+    /// `origin` acknowledged by the broker; relays pass it down towards `origin`.
+    Ack {
+        /// Node ID of the message's origin.
+        origin: &'a str,
+        /// The message ID from the origin's `Publish`.
+        id: u16,
+    },
+    /// Parent → child: the parent lost its uplink and is trying to recover; the child
+    /// keeps the link (and its unacknowledged messages) for the grace period.
+    Hold,
+    /// Parent → child: the parent is online again; its path, as in `JoinAccept`.
+    Resume {
+        /// The parent's path; the child's depth is `path.len() + 1`.
+        path: Path,
     },
     /// Keep-alive probe.
     KeepAlive,

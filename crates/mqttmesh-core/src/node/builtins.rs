@@ -5,7 +5,7 @@ use core::fmt::Write as _;
 
 use heapless::{String, Vec};
 
-use super::{Action, ChildState, Event, Level, LinkId, Node, OtaExchange, State, CHILD_SLOTS};
+use super::{Action, Event, Level, Node, OtaExchange, PublishError, State};
 use crate::link::{Frame, MAX_PAYLOAD};
 use crate::time::Instant;
 use crate::topic::{self, Incoming, Info, MsgType, Topic};
@@ -20,6 +20,7 @@ pub const LOST_CONNECTION: &str = "lost_Connection";
 impl Node {
     /// A message from the broker (root only): `topic` is under our in prefix.
     pub fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        self.tick(now);
         if self.state != State::Root {
             return;
         }
@@ -64,9 +65,19 @@ impl Node {
             self.log(Level::Debug, format_args!("ignoring message on {topic}"));
             return;
         };
-        let for_us_only = matches!(incoming, Incoming::Node { id, .. } if id == self.id.as_str());
-        if !for_us_only {
-            self.forward_down(topic, payload);
+        match incoming {
+            Incoming::Node { id, .. } if id == self.id.as_str() => {}
+            Incoming::Node { id, .. } => self.forward_to(id, topic, payload),
+            Incoming::Ota { target, .. } | Incoming::Ota2 { target, .. }
+                if target == self.id.as_str() => {}
+            // OTA for one node by ID: its branch only. For a firmware ID, or a node we do
+            // not know: everyone (nodes of another firmware ignore it).
+            Incoming::Ota { target, .. } | Incoming::Ota2 { target, .. }
+                if self.route(target).is_some() =>
+            {
+                self.forward_to(target, topic, payload)
+            }
+            _ => self.forward_down(topic, payload),
         }
         match incoming {
             Incoming::Node { id, sub } if id == self.id.as_str() => self.on_command(sub, payload),
@@ -82,19 +93,10 @@ impl Node {
         }
     }
 
+    /// Broadcast, `fw` and OTA traffic: to every child.
     fn forward_down(&mut self, topic: &str, payload: &[u8]) {
-        for slot in 0..CHILD_SLOTS {
-            if matches!(self.children[slot].state, ChildState::Joined { .. }) {
-                // Cannot truncate: CHILD_SLOTS <= u8::MAX.
-                let link = LinkId::Child(slot as u8);
-                if self
-                    .send_frame(link, &Frame::Deliver { topic, payload })
-                    .is_ok()
-                {
-                    self.counters.relayed_down += 1;
-                }
-            }
-        }
+        let n = self.flood(&Frame::Deliver { topic, payload });
+        self.counters.relayed_down += n as u64;
     }
 
     /// An OTA message: ours when its target is our firmware ID or our node ID
@@ -168,11 +170,20 @@ impl Node {
     /// Publishes `info/available = online` again (see `go_online`).
     pub(super) fn reassert_online(&mut self) {
         if self.connected() {
-            let _ = self.publish(
-                Info::Available.subtopic(),
-                ONLINE.as_bytes(),
-                MsgType::RetainedQos1,
-            );
+            let _ = self.publish_state(Info::Available.subtopic(), ONLINE.as_bytes());
+        }
+    }
+
+    /// A retained QoS 1 `info/*` value: through the outbox, or, when the application
+    /// filled it, sent once untracked (as the original did) rather than not at all.
+    fn publish_state(&mut self, subtopic: &str, value: &[u8]) -> Result<(), PublishError> {
+        match self.publish(subtopic, value, MsgType::RetainedQos1) {
+            Err(PublishError::OutboxFull) => {
+                let topic = topic::out_node(&self.config.out_prefix, &self.id, subtopic)
+                    .map_err(|_| PublishError::BadTopic)?;
+                self.send_up(&topic, value, MsgType::RetainedQos1)
+            }
+            other => other,
         }
     }
 
@@ -202,7 +213,7 @@ impl Node {
                     None => Ok(()),
                 },
             };
-            if let Err(e) = self.publish(info.subtopic(), value.as_bytes(), MsgType::RetainedQos1) {
+            if let Err(e) = self.publish_state(info.subtopic(), value.as_bytes()) {
                 self.log(
                     Level::Warn,
                     format_args!("cannot publish {}: {e}", info.subtopic()),

@@ -54,12 +54,13 @@ impl Node {
             (
                 Stage::Joined,
                 Frame::Publish {
+                    id,
+                    origin,
                     msg_type,
                     topic,
                     payload,
-                    ..
                 },
-            ) => self.on_upstream(slot, msg_type, topic, payload),
+            ) => self.on_upstream(now, slot, (origin, id), msg_type, topic, payload),
             (Stage::Joined, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
             }
@@ -235,7 +236,15 @@ impl Node {
     }
 
     /// A child's message towards the broker: only our mesh's topic space is relayed.
-    fn on_upstream(&mut self, slot: u8, msg_type: MsgType, topic: &str, payload: &[u8]) {
+    fn on_upstream(
+        &mut self,
+        now: Instant,
+        slot: u8,
+        (origin, id): (&str, u16),
+        msg_type: MsgType,
+        topic: &str,
+        payload: &[u8],
+    ) {
         let allowed = topic.starts_with(self.config.out_prefix.as_str())
             || topic.starts_with(self.config.in_prefix.as_str());
         if !allowed || topic.contains(['+', '#']) {
@@ -246,7 +255,8 @@ impl Node {
             );
             return;
         }
-        match self.send_up(topic, payload, msg_type) {
+        self.learn_route(origin, slot, now);
+        match self.relay_up(origin, id, topic, payload, msg_type) {
             Ok(()) => self.counters.relayed_up += 1,
             Err(e) => {
                 self.counters.publish_rejected += 1;
@@ -264,11 +274,14 @@ impl Node {
             return;
         };
         let state = core::mem::take(&mut child.state);
+        self.routes.forget_slot(slot);
         if let ChildState::Joined { id } = state {
             self.log(Level::Info, format_args!("child {id} lost"));
             if let Ok(topic) =
                 crate::topic::out_node(&self.config.out_prefix, &id, Info::Available.subtopic())
             {
+                // Untracked (never re-sent later): a delayed `offline` could overwrite the
+                // `online` the child announces meanwhile through another parent.
                 let _ = self.send_up(&topic, super::OFFLINE.as_bytes(), MsgType::RetainedQos1);
             }
         }

@@ -29,6 +29,9 @@ pub struct Publish {
     pub payload: Vec<u8, MAX_PAYLOAD>,
     /// QoS and retain.
     pub msg_type: MsgType,
+    /// For a QoS ≥ 1 publication the node waits on: report the broker's acknowledgement
+    /// (PUBACK) with [`Node::handle_mqtt_acked`]`(token)`. `None`: nothing to report.
+    pub token: Option<u32>,
 }
 
 /// Something the node wants the runtime to do.
@@ -75,7 +78,9 @@ pub enum Action {
     /// Close a link (after writing what is queued for it).
     CloseLink(LinkId),
     /// Start our hidden AP and serve the mesh port; report children with
-    /// [`Node::handle_child_connected`].
+    /// [`Node::handle_child_connected`]. When the AP is already up (children kept
+    /// through an uplink loss), update its beacon (depth, channel) and keep its
+    /// stations and links.
     OpenAp {
         /// Hidden SSID.
         ssid: String<32>,
@@ -186,6 +191,21 @@ pub struct Counters {
     pub connects: u64,
     /// Times the path to the broker was lost.
     pub disconnects: u64,
+    /// Outbox messages sent (first sends and re-sends).
+    pub outbox_sent: u64,
+    /// Our own QoS ≥ 1 messages acknowledged end to end.
+    pub acked: u64,
+    /// QoS ≥ 1 messages refused because the outbox was full.
+    pub outbox_full: u64,
+    /// Unacknowledged retained messages replaced by a newer value on the same topic.
+    pub outbox_superseded: u64,
+    /// Duplicate QoS ≥ 1 messages the root recognised and did not publish again.
+    pub duplicates: u64,
+    /// Downstream messages and acknowledgements flooded to every child because the
+    /// destination's branch was unknown.
+    pub route_flooded: u64,
+    /// Times this node kept its children through an uplink loss (grace period).
+    pub holds: u64,
 }
 
 /// Why a publication was refused.
@@ -200,6 +220,9 @@ pub enum PublishError {
     TooLarge,
     /// The outgoing queue is full.
     QueueFull,
+    /// The outbox of unacknowledged QoS ≥ 1 messages is full (`Config::outbox_len`):
+    /// retry after earlier messages were acknowledged.
+    OutboxFull,
 }
 
 impl core::fmt::Display for PublishError {
@@ -209,6 +232,7 @@ impl core::fmt::Display for PublishError {
             PublishError::BadTopic => "invalid or too long topic",
             PublishError::TooLarge => "payload too large",
             PublishError::QueueFull => "outgoing queue full",
+            PublishError::OutboxFull => "outbox of unacknowledged QoS 1 messages full",
         })
     }
 }

@@ -30,7 +30,9 @@
 mod builtins;
 mod children;
 mod io;
+mod outbox;
 mod parent;
+mod routes;
 mod uplink;
 
 use core::fmt::Write as _;
@@ -53,6 +55,8 @@ pub use io::{
     Action, Counters, Event, Level, LinkId, LogLine, OtaExchange, Parent, Publish, PublishError,
     MAX_OTA_COMMAND,
 };
+pub use outbox::{INFLIGHT_LEN, RECENT_LEN};
+pub use routes::ROUTES_LEN;
 pub use uplink::{AssocError, State};
 
 /// Child link slots: `max_children` joined children plus one spare, so a surplus child
@@ -154,6 +158,18 @@ pub struct Node {
     parent: ParentLink,
     children: [Child; CHILD_SLOTS],
     ap_open: bool,
+    /// Whether the runtime's AP is up (`OpenAp` sent, no `CloseAp` since): it stays up
+    /// for kept children while `ap_open` refuses new ones.
+    ap_up: bool,
+    /// While recovering from an uplink loss with children kept (or while held by our
+    /// parent): when the grace period ends.
+    grace_until: Option<Instant>,
+
+    /// The latest time handed in (the application's `publish` has no clock).
+    now: Instant,
+    outbox: outbox::Outbox,
+    acks: outbox::Acks,
+    routes: routes::Routes,
 
     actions: Deque<Action, QUEUE_LEN>,
     transmits: Deque<Transmit, QUEUE_LEN>,
@@ -184,6 +200,9 @@ impl Node {
                 break;
             }
         }
+        let mut rand = Rand::new(seed ^ u64::from(chip_id));
+        // Cannot truncate: `below(u16::MAX)` < 2^16.
+        let first_id = rand.below(u64::from(u16::MAX)) as u16;
         let mut node = Node {
             ap_mac: identity::ap_mac(chip_id, mesh_key),
             sta_mac: identity::station_mac(chip_id, mesh_key),
@@ -192,7 +211,7 @@ impl Node {
             id,
             mesh_key,
             join_key,
-            rand: Rand::new(seed ^ u64::from(chip_id)),
+            rand,
             reset_reason: reason,
             ever_online: false,
             state: State::Idle,
@@ -208,6 +227,12 @@ impl Node {
             parent: ParentLink::default(),
             children: Default::default(),
             ap_open: false,
+            ap_up: false,
+            grace_until: None,
+            now,
+            outbox: outbox::Outbox::new(first_id),
+            acks: outbox::Acks::default(),
+            routes: routes::Routes::default(),
             actions: Deque::new(),
             transmits: Deque::new(),
             events: Deque::new(),
@@ -340,24 +365,45 @@ impl Node {
         self.publish_topic(&topic, payload, msg_type)
     }
 
-    /// Publishes on a full topic, through the broker session or the parent.
+    /// Publishes on a full topic, through the broker session or the parent; a QoS ≥ 1
+    /// message goes through the outbox (and is accepted while offline).
     fn publish_topic(
         &mut self,
         topic: &str,
         payload: &[u8],
         msg_type: MsgType,
     ) -> Result<(), PublishError> {
-        let result = self.send_up(topic, payload, msg_type);
+        let result = if payload.len() > MAX_PAYLOAD {
+            Err(PublishError::TooLarge)
+        } else if msg_type.qos() >= 1 {
+            self.publish_reliable(topic, payload, msg_type)
+        } else {
+            self.send_up(topic, payload, msg_type)
+        };
         if result.is_err() {
             self.counters.publish_rejected += 1;
         }
         result
     }
 
-    /// Sends a message towards the broker: directly when root, through the parent when
-    /// in the mesh.
+    /// Sends one of our own messages towards the broker without tracking it: directly
+    /// when root, through the parent when in the mesh.
     fn send_up(
         &mut self,
+        topic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+    ) -> Result<(), PublishError> {
+        let origin = self.id.clone();
+        self.relay_up(origin.as_str(), 0, topic, payload, msg_type)
+    }
+
+    /// Sends a message of `origin` (ours or a descendant's) towards the broker. A
+    /// message with an ID asks for an acknowledgement: the root tracks it.
+    fn relay_up(
+        &mut self,
+        origin: &str,
+        id: u16,
         topic: &str,
         payload: &[u8],
         msg_type: MsgType,
@@ -366,24 +412,16 @@ impl Node {
             return Err(PublishError::TooLarge);
         }
         match self.state {
-            State::Root => {
-                let mut t = Topic::new();
-                t.push_str(topic).map_err(|_| PublishError::BadTopic)?;
-                let mut p = Vec::new();
-                p.extend_from_slice(payload)
-                    .map_err(|_| PublishError::TooLarge)?;
-                self.push_action(Action::Publish(Publish {
-                    topic: t,
-                    payload: p,
-                    msg_type,
-                }))
-                .map_err(|()| PublishError::QueueFull)
+            State::Root if id != 0 && msg_type.qos() >= 1 => {
+                self.publish_relayed_reliable(origin, id, topic, payload, msg_type)
             }
+            State::Root => self.publish_action(topic, payload, msg_type, None),
             State::Mesh => self
                 .send_frame(
                     LinkId::Parent,
                     &Frame::Publish {
-                        id: 0,
+                        id,
+                        origin,
                         msg_type,
                         topic,
                         payload,
@@ -392,6 +430,28 @@ impl Node {
                 .map_err(|()| PublishError::QueueFull),
             _ => Err(PublishError::NotConnected),
         }
+    }
+
+    /// Asks the runtime to publish on the broker session.
+    fn publish_action(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        msg_type: MsgType,
+        token: Option<u32>,
+    ) -> Result<(), PublishError> {
+        let mut t = Topic::new();
+        t.push_str(topic).map_err(|_| PublishError::BadTopic)?;
+        let mut p = Vec::new();
+        p.extend_from_slice(payload)
+            .map_err(|_| PublishError::TooLarge)?;
+        self.push_action(Action::Publish(Publish {
+            topic: t,
+            payload: p,
+            msg_type,
+            token,
+        }))
+        .map_err(|()| PublishError::QueueFull)
     }
 
     // ---- outputs -------------------------------------------------------------------
@@ -437,9 +497,22 @@ impl Node {
         let mut consider = |t: Instant| {
             next = Some(next.map_or(t, |n| n.min(t)));
         };
+        if let Some(t) = self.grace_until {
+            consider(t);
+        }
+        if matches!(self.state, State::Root | State::Mesh) {
+            if let Some(t) = self.outbox.next_due() {
+                consider(t);
+            }
+        }
+        if self.state == State::Root {
+            if let Some(t) = self.acks.next_expiry(self.ack_timeout()) {
+                consider(t);
+            }
+        }
         let timing = self.config.timing;
         if self.parent.open {
-            if self.state == State::Mesh {
+            if matches!(self.state, State::Mesh | State::Held) {
                 consider(self.parent.last_tx + timing.keepalive_interval);
             }
             consider(self.parent.last_rx + timing.link_timeout);
@@ -463,6 +536,11 @@ impl Node {
 
     /// Time has reached [`Node::poll_timeout`] (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        if self.grace_until.is_some_and(|t| t <= now) {
+            self.grace_until = None;
+            self.on_grace_over(now);
+        }
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
             self.on_uplink_timer(now);
@@ -473,11 +551,13 @@ impl Node {
         }
         self.check_parent_link(now);
         self.check_children(now);
+        self.flush_outbox();
     }
 
     /// Bytes arrived on `link`. Returns how many were taken; when fewer than offered,
     /// drain the polls and offer the rest again.
     pub fn handle_link_data(&mut self, now: Instant, link: LinkId, data: &[u8]) -> usize {
+        self.tick(now);
         let mut consumed = 0;
         let mut body = [0u8; link::MAX_BODY];
         loop {
@@ -516,6 +596,7 @@ impl Node {
 
     /// A link closed (by the peer, the network, or a failed connect).
     pub fn handle_link_closed(&mut self, now: Instant, link: LinkId) {
+        self.tick(now);
         match link {
             LinkId::Parent => self.on_parent_closed(now),
             LinkId::Child(slot) => self.on_child_closed(now, slot),
@@ -523,6 +604,11 @@ impl Node {
     }
 
     // ---- internals shared by the submodules ----------------------------------------
+
+    /// Remembers the latest time handed in.
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
 
     fn deframer(&mut self, link: LinkId) -> Option<&mut Deframer> {
         match link {

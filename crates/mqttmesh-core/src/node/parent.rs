@@ -11,6 +11,7 @@ impl Node {
             (Handshake::AwaitChallenge { .. }, State::Joining) => Stage::AwaitChallenge,
             (Handshake::AwaitAccept { .. }, State::Joining) => Stage::AwaitAccept,
             (_, State::Mesh) => Stage::Joined,
+            (_, State::Held) => Stage::Held,
             _ => Stage::Other,
         };
         match (stage, frame) {
@@ -30,11 +31,16 @@ impl Node {
             (Stage::Joined, Frame::Deliver { topic, payload }) => {
                 self.on_downstream(now, topic, payload)
             }
+            // Sent before the parent noticed its loss: nowhere to act on it now.
+            (Stage::Held, Frame::Deliver { .. }) => {}
+            (Stage::Joined | Stage::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
+            (Stage::Joined | Stage::Held, Frame::Hold) => self.on_hold(now),
+            (Stage::Held, Frame::Resume { path }) => self.on_resume(now, path),
             // Keep-alives only once joined: before that, only the next handshake frame.
-            (Stage::Joined, Frame::KeepAlive) => {
+            (Stage::Joined | Stage::Held, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Parent, &Frame::KeepAliveAck);
             }
-            (Stage::Joined, Frame::KeepAliveAck) => {}
+            (Stage::Joined | Stage::Held, Frame::KeepAliveAck) => {}
             (_, Frame::Leave { reason }) => {
                 self.log(Level::Info, format_args!("parent left: {reason}"));
                 let _ = self.push_action(super::Action::CloseLink(LinkId::Parent));
@@ -71,7 +77,7 @@ impl Node {
             );
             let _ = self.push_action(super::Action::CloseLink(LinkId::Parent));
             self.on_parent_closed(now);
-        } else if self.state == State::Mesh
+        } else if matches!(self.state, State::Mesh | State::Held)
             && now >= self.parent.last_tx + timing.keepalive_interval
         {
             // Only once joined: until its answer, a joining child sends nothing but its
@@ -92,6 +98,9 @@ pub(super) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Proof { .. } => "Proof",
         Frame::Publish { .. } => "Publish",
         Frame::Deliver { .. } => "Deliver",
+        Frame::Ack { .. } => "Ack",
+        Frame::Hold => "Hold",
+        Frame::Resume { .. } => "Resume",
         Frame::KeepAlive => "KeepAlive",
         Frame::KeepAliveAck => "KeepAliveAck",
         Frame::Leave { .. } => "Leave",
@@ -104,6 +113,7 @@ enum Stage {
     AwaitChallenge,
     AwaitAccept,
     Joined,
+    Held,
     Other,
 }
 
@@ -113,6 +123,7 @@ impl Stage {
             Stage::AwaitChallenge => "awaiting the challenge",
             Stage::AwaitAccept => "awaiting the join answer",
             Stage::Joined => "joined",
+            Stage::Held => "held",
             Stage::Other => "not joining",
         }
     }

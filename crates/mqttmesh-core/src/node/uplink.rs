@@ -37,6 +37,9 @@ pub enum State {
     Joining,
     /// Online through a parent.
     Mesh,
+    /// Linked to a parent that lost its own uplink and is recovering: the link stays
+    /// up for the grace period (`Timing::uplink_grace`), nothing is published.
+    Held,
 }
 
 /// Why an association failed.
@@ -154,6 +157,7 @@ impl Node {
 
     /// The broker session asked for by [`Action::ConnectMqtt`] is up.
     pub fn handle_mqtt_connected(&mut self, now: Instant) {
+        self.tick(now);
         if self.state != State::MqttConnecting {
             return;
         }
@@ -168,6 +172,7 @@ impl Node {
 
     /// The broker session failed to open or was lost.
     pub fn handle_mqtt_disconnected(&mut self, now: Instant) {
+        self.tick(now);
         match self.state {
             State::MqttConnecting => {
                 self.log(Level::Info, format_args!("broker connection failed"));
@@ -339,7 +344,7 @@ impl Node {
                 }
                 self.fail_candidate(now);
             }
-            State::Root | State::Mesh => {}
+            State::Root | State::Mesh | State::Held => {}
         }
     }
 
@@ -348,7 +353,7 @@ impl Node {
         self.parent.handshake = Handshake::Idle;
         match self.state {
             State::LinkConnecting | State::Joining => self.fail_candidate(now),
-            State::Mesh => self.lose_uplink(now, "parent link lost"),
+            State::Mesh | State::Held => self.lose_uplink(now, "parent link lost"),
             _ => {}
         }
     }
@@ -428,6 +433,8 @@ impl Node {
         self.counters.connects += 1;
         let depth = self.path.len();
         self.log(Level::Info, format_args!("online at depth {depth}"));
+        // Whatever was not acknowledged goes again, on the new path or session.
+        self.outbox.all_due(now);
         self.publish_info(now);
         // Whoever held our previous link (a parent, or the broker for a root) may still
         // declare us `offline` once it notices that link is dead, up to one link timeout
@@ -442,6 +449,17 @@ impl Node {
         self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
         self.push_event(Event::Connected);
+        if self.grace_until.take().is_some() {
+            // Children kept through the outage learn our (possibly new) path.
+            let path = self.path.clone();
+            for slot in 0..super::CHILD_SLOTS {
+                if matches!(self.children[slot].state, ChildState::Joined { .. }) {
+                    // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+                    let link = LinkId::Child(slot as u8);
+                    let _ = self.send_frame(link, &Frame::Resume { path: path.clone() });
+                }
+            }
+        }
         if depth < usize::from(self.config.max_depth) {
             let ssid = crate::identity::mesh_ssid(&self.config.mesh_ssid_base, &self.ap_mac);
             let channel = self.current.as_ref().map_or(1, |c| c.channel);
@@ -453,28 +471,94 @@ impl Node {
                 depth: u8::try_from(depth).unwrap_or(u8::MAX),
             });
             self.ap_open = true;
+            self.ap_up = true;
+        } else if self.ap_up {
+            // Kept children from a shallower position cannot stay this deep.
+            self.drop_children();
+        }
+        self.flush_outbox();
+    }
+
+    /// The path to the broker is gone. With joined children and a grace period, keep
+    /// them (`Hold`) while we try our cached alternatives; otherwise close the AP (so
+    /// the subtree re-forms elsewhere) and drop the children. Then try the remaining
+    /// candidates.
+    pub(super) fn lose_uplink(&mut self, now: Instant, why: &str) {
+        self.acks.session_lost();
+        let grace = self.config.timing.uplink_grace;
+        let keep = grace > Duration::ZERO && self.children().next().is_some();
+        self.counters.disconnects += 1;
+        self.push_event(Event::Disconnected);
+        if keep {
+            self.log(
+                Level::Warn,
+                format_args!("{why}; keeping children for {grace} while re-joining"),
+            );
+            self.counters.holds += 1;
+            self.hold_children();
+            if self.grace_until.is_none() {
+                self.grace_until = Some(now + grace);
+            }
+        } else {
+            self.log(
+                Level::Warn,
+                format_args!("{why}; closing AP and re-joining"),
+            );
+            self.drop_children();
+        }
+        self.leave_uplink();
+        self.try_next_candidate(now);
+    }
+
+    /// Closes whatever uplink we have, and forgets the path.
+    fn leave_uplink(&mut self) {
+        match self.state {
+            State::Root => {
+                let _ = self.push_action(Action::DisconnectMqtt);
+            }
+            State::Mesh | State::Held => self.close_parent_link(),
+            _ => {}
+        }
+        let _ = self.push_action(Action::Disassociate);
+        self.ip = None;
+        self.path.clear();
+        self.reassert_at = None;
+        self.state = State::Associating;
+    }
+
+    /// Stops taking children (the AP stays up for those we have) and tells the joined
+    /// ones to hold on; pending joins are closed.
+    fn hold_children(&mut self) {
+        self.ap_open = false;
+        for slot in 0..super::CHILD_SLOTS {
+            // Cannot truncate: CHILD_SLOTS <= u8::MAX.
+            let link = LinkId::Child(slot as u8);
+            match self.children[slot].state {
+                ChildState::Joined { .. } => {
+                    let _ = self.send_frame(link, &Frame::Hold);
+                }
+                ChildState::Pending | ChildState::Challenged(_) => {
+                    self.children[slot].state = ChildState::Free;
+                    let _ = self.push_action(Action::CloseLink(link));
+                }
+                ChildState::Free => {}
+            }
         }
     }
 
-    /// The path to the broker is gone: close the AP (so the subtree re-forms
-    /// elsewhere), drop the children, and try the remaining candidates.
-    pub(super) fn lose_uplink(&mut self, now: Instant, why: &str) {
-        self.log(
-            Level::Warn,
-            format_args!("{why}; closing AP and re-joining"),
-        );
-        self.counters.disconnects += 1;
-        self.push_event(Event::Disconnected);
-        if self.ap_open {
-            self.ap_open = false;
+    /// Closes the AP and every child link, telling the children to re-join elsewhere.
+    fn drop_children(&mut self) {
+        self.ap_open = false;
+        if self.ap_up {
+            self.ap_up = false;
             let _ = self.push_action(Action::CloseAp);
         }
-        // Tell the children why, so they re-join elsewhere at once.
         for slot in 0..super::CHILD_SLOTS {
             if !matches!(self.children[slot].state, ChildState::Free) {
                 self.children[slot].state = ChildState::Free;
                 // Cannot truncate: CHILD_SLOTS <= u8::MAX.
                 let link = LinkId::Child(slot as u8);
+                self.routes.forget_slot(slot as u8);
                 let _ = self.send_frame(
                     link,
                     &Frame::Leave {
@@ -484,18 +568,100 @@ impl Node {
                 let _ = self.push_action(Action::CloseLink(link));
             }
         }
-        match self.state {
-            State::Root => {
-                let _ = self.push_action(Action::DisconnectMqtt);
-            }
-            State::Mesh => self.close_parent_link(),
-            _ => {}
+    }
+
+    /// Our parent lost its uplink: keep the link (and hold our own children) until it
+    /// resumes, or give up a link timeout after its grace period would have ended.
+    pub(super) fn on_hold(&mut self, now: Instant) {
+        if self.state == State::Held {
+            return;
         }
-        let _ = self.push_action(Action::Disassociate);
-        self.ip = None;
-        self.path.clear();
+        self.log(Level::Info, format_args!("parent lost its uplink; holding"));
+        self.counters.disconnects += 1;
+        self.push_event(Event::Disconnected);
+        self.state = State::Held;
+        // The path is kept (hidden while offline): `RESUME` must come from the same parent.
         self.reassert_at = None;
-        self.state = State::Associating;
+        let timing = self.config.timing;
+        self.grace_until = Some(now + timing.uplink_grace + timing.link_timeout);
+        if self.children().next().is_some() {
+            self.hold_children();
+        } else if self.ap_open {
+            self.drop_children();
+        }
+    }
+
+    /// Our parent is back online (`path` is its new path): online again, unless the
+    /// new path makes us loop or sit too deep.
+    pub(super) fn on_resume(&mut self, now: Instant, path: Path) {
+        let parent = self
+            .path
+            .len()
+            .checked_sub(2)
+            .and_then(|i| self.path.get(i));
+        let reason = if parent.is_none() || path.last() != parent {
+            // The parent names itself last, as it did when we joined.
+            Some(link::Reason::Protocol)
+        } else if path.contains(&self.id) {
+            Some(link::Reason::Loop)
+        } else if path.len() + 1 > usize::from(self.config.max_depth) {
+            Some(link::Reason::TooDeep)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.log(
+                Level::Warn,
+                format_args!("leaving resumed parent: {reason}"),
+            );
+            let _ = self.send_frame(LinkId::Parent, &Frame::Leave { reason });
+            self.give_up_parent(now);
+            return;
+        }
+        self.path = path;
+        if self.path.push(self.id.clone()).is_err() {
+            // Unreachable: path.len() < max_depth <= MAX_PATH was checked above.
+            self.give_up_parent(now);
+            return;
+        }
+        self.log(Level::Info, format_args!("parent resumed"));
+        self.state = State::Mesh;
+        self.go_online(now);
+    }
+
+    /// The grace period ended: a held node leaves its parent; a relay that has not
+    /// recovered releases its children.
+    pub(super) fn on_grace_over(&mut self, now: Instant) {
+        match self.state {
+            State::Held => {
+                self.log(
+                    Level::Warn,
+                    format_args!("parent did not recover in time; re-joining"),
+                );
+                let _ = self.send_frame(
+                    LinkId::Parent,
+                    &Frame::Leave {
+                        reason: link::Reason::Going,
+                    },
+                );
+                self.give_up_parent(now);
+            }
+            State::Root | State::Mesh => {}
+            _ => {
+                self.log(
+                    Level::Warn,
+                    format_args!("uplink not back within the grace period; releasing children"),
+                );
+                self.drop_children();
+            }
+        }
+    }
+
+    /// Leaves a held parent for good: children go too, then the candidates.
+    fn give_up_parent(&mut self, now: Instant) {
+        self.grace_until = None;
+        self.drop_children();
+        self.leave_uplink();
         self.try_next_candidate(now);
     }
 

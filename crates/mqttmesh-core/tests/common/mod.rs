@@ -40,6 +40,7 @@ pub fn short_timing() -> Timing {
         link_timeout: Duration::from_secs(9),
         retry_backoff: Duration::from_millis(500),
         mqtt_keepalive: Duration::from_secs(10),
+        uplink_grace: Duration::ZERO,
     }
 }
 
@@ -120,6 +121,7 @@ pub fn proof(tag: Tag) -> Vec<u8> {
 pub fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     encode(&Frame::Publish {
         id: 0,
+        origin: CULPRIT,
         msg_type: MsgType::Qos1,
         topic,
         payload,

@@ -145,8 +145,24 @@ fn router_outage_drops_roots_and_the_mesh_recovers() {
 
 #[test]
 fn random_kills_and_revivals_always_reconverge() {
-    for seed in 100..160u64 {
-        let mut w = super::formation::grid(seed, &config());
+    random_kills_and_revivals(100..160, &config());
+}
+
+#[test]
+fn random_kills_and_revivals_reconverge_with_children_held() {
+    let held = builder()
+        .timing(Timing {
+            uplink_grace: secs(4),
+            ..timing()
+        })
+        .build()
+        .expect("valid");
+    random_kills_and_revivals(200..240, &held);
+}
+
+fn random_kills_and_revivals(seeds: std::ops::Range<u64>, config: &Config) {
+    for seed in seeds {
+        let mut w = super::formation::grid(seed, config);
         wait_for(&mut w, 120, "initial formation", World::all_online);
         let mut rng = mqttmesh_core::rand::Rand::new(seed);
         for round in 0..10 {

@@ -84,6 +84,7 @@ fn malformed_frames_close_the_link_and_are_counted() {
     let probe = w.connect_probe(0);
     let publish = encode(&Frame::Publish {
         id: 0,
+        origin: "EVIL",
         msg_type: MsgType::Qos0,
         topic: "esp8266-out/evil",
         payload: b"x",
@@ -234,6 +235,7 @@ fn wrong_mesh_password_cannot_join() {
         probe,
         &encode(&Frame::Publish {
             id: 0,
+            origin: "0B0B0B",
             msg_type: MsgType::Qos0,
             topic: "esp8266-out/0B0B0B/x",
             payload: b"x",

@@ -95,6 +95,7 @@ fn burst_of_frames_in_one_read_is_relayed_without_loss() {
     for payload in &payloads {
         stream.extend(encode(&Frame::Publish {
             id: 0,
+            origin: w.node(1).id().as_str(),
             msg_type: MsgType::Qos1,
             topic: &topic,
             payload,
@@ -300,6 +301,7 @@ fn a_joined_child_may_only_publish_into_the_mesh_topics() {
     for topic in ["elsewhere/x", "esp8266-out/0C0C0C/ok"] {
         let publish = encode(&Frame::Publish {
             id: 0,
+            origin: "0C0C0C",
             msg_type: MsgType::Qos0,
             topic,
             payload: b"p",
@@ -328,6 +330,7 @@ fn a_joined_child_may_only_publish_into_the_mesh_topics() {
     // A wildcard topic is not even a valid frame: the link goes.
     let mut wildcard = encode(&Frame::Publish {
         id: 0,
+        origin: "0C0C0C",
         msg_type: MsgType::Qos0,
         topic: "esp8266-out/0C0C0C/X",
         payload: b"p",

@@ -458,6 +458,8 @@ fn scan_entry(input: &mut Input<'_>) -> ScanEntry {
     let rssi = -20 - (input.byte().unwrap_or(0) % 76) as i8;
     let depth = input.byte().unwrap_or(0);
     let depth = (depth < 8).then_some(depth);
+    // From bits of `kind` the match below does not use: no extra input consumed.
+    let free = (kind & 8 != 0).then_some((kind >> 4) & 3);
     let (bssid, ssid, hidden) = match kind % 3 {
         0 => (input.pick(&ROUTERS), "router", false),
         1 => (
@@ -481,6 +483,7 @@ fn scan_entry(input: &mut Input<'_>) -> ScanEntry {
         channel: 6,
         hidden,
         depth,
+        free,
     }
 }
 

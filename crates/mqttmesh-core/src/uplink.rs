@@ -8,8 +8,13 @@
 //! - a parent's depth, when known (a beacon hint, or learned from an earlier join
 //!   reply), costs [`DEPTH_PENALTY_DB`] per level, so a shallower parent wins at
 //!   similar RSSI, and a parent at the maximum depth is not a candidate at all;
+//! - a mesh AP whose beacon announces no free child slot (the `free` hint, carried in
+//!   the same vendor element as the depth) is not a candidate: associating would only
+//!   earn "AP full" (ESP-WIFI-MESH skips full parents the same way);
 //! - candidates that recently refused us (full, loop, too deep) or failed are kept
-//!   out for a while by the node's penalty list (see `node`).
+//!   out for a while by the node's penalty list (see `node`, [`MAX_PENALTIES`]). The
+//!   list is applied before the ranking keeps its best [`MAX_CANDIDATES`], so in a
+//!   dense placement the next scan offers the next-best APs rather than the same ones.
 
 use heapless::{String, Vec};
 
@@ -24,6 +29,10 @@ pub const DEPTH_PENALTY_DB: i16 = 6;
 pub const MAX_CANDIDATES: usize = 16;
 /// Most scan entries considered.
 pub const MAX_SCAN: usize = 64;
+/// Most APs a node remembers as recently refused or failed (14 bytes each). Larger than
+/// [`MAX_CANDIDATES`] so that a node that found a whole candidate list full keeps those
+/// APs out while it tries the next ones.
+pub const MAX_PENALTIES: usize = 48;
 
 /// One access point a scan saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +49,9 @@ pub struct ScanEntry {
     pub hidden: bool,
     /// Depth the AP's node announces (a vendor element in its beacon), if any.
     pub depth: Option<u8>,
+    /// Free child slots the AP's node announces (same vendor element), if any. A mesh
+    /// AP announcing `Some(0)` is skipped by [`rank`].
+    pub free: Option<u8>,
 }
 
 /// What a candidate is.
@@ -92,7 +104,7 @@ impl Candidate {
 ///
 /// `excluded` is asked for every BSSID; candidates for which it returns `true` (recent
 /// refusals, our own AP) are left out. Mesh candidates whose known depth is already
-/// `config.max_depth` are left out. Ties keep scan order, so the result is deterministic.
+/// `config.max_depth`, or that announce no free child slot, are left out. Ties keep scan order, so the result is deterministic.
 pub fn rank(
     config: &Config,
     mesh_key: u32,
@@ -110,6 +122,7 @@ pub fn rank(
         } else if let Some(chip_id) = mesh_chip_id(&entry.bssid, mesh_key) {
             if chip_id == own_chip_id & 0x00FF_FFFF
                 || entry.depth.is_some_and(|d| d >= config.max_depth)
+                || entry.free == Some(0)
             {
                 continue;
             }
@@ -194,6 +207,7 @@ mod tests {
             channel: 6,
             hidden,
             depth,
+            free: None,
         }
     }
 
@@ -241,7 +255,33 @@ mod tests {
         let open_net = entry(Mac([0x12, 0, 0, 0, 0, 9]), "cafe", -30, false, None);
         let own = node(0x00_0001, -20, Some(1));
         let too_deep = node(0xD, -40, Some(crate::config::DEFAULT_MAX_DEPTH));
-        assert!(order(&[other_mesh, stranger, open_net, own, too_deep]).is_empty());
+        let full = ScanEntry {
+            free: Some(0),
+            ..node(0xE, -30, Some(1))
+        };
+        assert!(order(&[other_mesh, stranger, open_net, own, too_deep, full]).is_empty());
+        // One free slot is enough; no hint (an older node) is tried too.
+        let one_left = ScanEntry {
+            free: Some(1),
+            ..node(0xE, -30, Some(1))
+        };
+        assert_eq!(
+            order(&[one_left, node(0xF, -40, Some(1))]),
+            [ap_mac(0xE, key()), ap_mac(0xF, key())]
+        );
+    }
+
+    #[test]
+    fn excluded_entries_do_not_take_candidate_slots() {
+        // 40 APs, the 16 strongest recently refused us: the next 16 are offered.
+        let scan: std::vec::Vec<ScanEntry> = (1..=40)
+            .map(|i| node(0x100 + i, -90 + i as i8, None))
+            .collect();
+        let refused: std::vec::Vec<Mac> = scan[24..].iter().map(|e| e.bssid).collect();
+        let ranked = rank(&config(), key(), 1, &scan, |b| refused.contains(b));
+        assert_eq!(ranked.len(), MAX_CANDIDATES);
+        assert_eq!(ranked[0].rssi, -66);
+        assert_eq!(ranked[MAX_CANDIDATES - 1].rssi, -81);
     }
 
     #[test]

@@ -445,6 +445,7 @@ impl Harness {
                     channel: 1,
                     hidden: false,
                     depth: None,
+                    free: None,
                 },
                 Entry::Mesh { chip, rssi, depth } => ScanEntry {
                     bssid: identity::ap_mac(MESH_CHIPS[chip], mesh_key()),
@@ -453,6 +454,7 @@ impl Harness {
                     channel: 6,
                     hidden: true,
                     depth,
+                    free: None,
                 },
                 Entry::Stranger { mac, hidden, rssi } => ScanEntry {
                     bssid: Mac(mac),
@@ -465,6 +467,7 @@ impl Harness {
                     channel: 11,
                     hidden,
                     depth: None,
+                    free: None,
                 },
             })
             .collect()

@@ -265,6 +265,7 @@ impl Radio {
                     channel: self.router.channel,
                     hidden: false,
                     depth: None,
+                    free: None,
                 });
             }
         }
@@ -274,7 +275,8 @@ impl Radio {
             let Some(rssi) = self.rssi(node, owner) else {
                 continue;
             };
-            let (ap, _) = &state.aps[&owner];
+            let (ap, stations) = &state.aps[&owner];
+            let used = u8::try_from(stations.len()).unwrap_or(u8::MAX);
             out.push(ScanEntry {
                 bssid: ap.bssid,
                 ssid: HString::new(),
@@ -282,6 +284,7 @@ impl Radio {
                 channel: ap.channel,
                 hidden: true,
                 depth: Some(ap.depth),
+                free: Some(ap.max_stations.saturating_sub(used)),
             });
         }
         out

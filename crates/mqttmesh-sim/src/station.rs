@@ -79,6 +79,16 @@ impl World {
         self.drain(idx);
     }
 
+    /// Free child slots node `ap` announces in its beacon (`max_children` minus its
+    /// associated stations), or no hint when capacity is not enforced.
+    fn free_slots(&self, ap: NodeIdx, max_children: u8) -> Option<u8> {
+        if !self.enforce_capacity {
+            return None;
+        }
+        let used = u8::try_from(self.stations(ap).len()).unwrap_or(u8::MAX);
+        Some(max_children.saturating_sub(used))
+    }
+
     /// Nodes associated with node `ap`'s access point.
     pub fn stations(&self, ap: NodeIdx) -> Vec<NodeIdx> {
         self.nodes[ap]
@@ -217,6 +227,7 @@ impl World {
                     channel: 1,
                     hidden: false,
                     depth: None,
+                    free: None,
                 });
             }
         }
@@ -232,6 +243,7 @@ impl World {
                     channel: ap.channel,
                     hidden: true,
                     depth: Some(ap.depth),
+                    free: self.free_slots(j, ap.max_children),
                 });
             }
         }

@@ -77,6 +77,7 @@ impl Radio {
                         rssi: ap.signal_strength,
                         channel: ap.channel,
                         depth: None,
+                        free: None,
                     });
                 }
             }

@@ -259,6 +259,7 @@ mod tests {
             channel: 6,
             hidden: false,
             depth: None,
+            free: None,
         }];
         node.handle_scan_done(t, &scan);
         node.handle_associated(t, ROUTER, Ok(core::net::Ipv4Addr::new(10, 0, 0, 2)));

@@ -48,7 +48,7 @@ use crate::link::{
 use crate::rand::Rand;
 use crate::time::Instant;
 use crate::topic::{self, MsgType, Topic};
-use crate::uplink::{Candidate, MAX_CANDIDATES};
+use crate::uplink::{Candidate, MAX_CANDIDATES, MAX_PENALTIES};
 
 pub use builtins::{LOST_CONNECTION, OFFLINE, ONLINE};
 pub use io::{
@@ -151,7 +151,7 @@ pub struct Node {
     current: Option<Candidate>,
     ip: Option<Ipv4Addr>,
     backoff: u8,
-    penalties: Vec<(Mac, Instant), MAX_CANDIDATES>,
+    penalties: Vec<(Mac, Instant), MAX_PENALTIES>,
     path: Path,
     reassert_at: Option<Instant>,
 

@@ -65,6 +65,7 @@ pub fn router_entry(bssid: Mac, rssi: i8) -> ScanEntry {
         channel: 6,
         hidden: false,
         depth: None,
+        free: None,
     }
 }
 
@@ -76,6 +77,7 @@ pub fn mesh_entry(chip: u32, rssi: i8) -> ScanEntry {
         channel: 6,
         hidden: true,
         depth: None,
+        free: None,
     }
 }
 

@@ -61,6 +61,7 @@ impl Root {
                     channel: 6,
                     hidden: false,
                     depth: None,
+                    free: None,
                 }];
                 self.node.handle_scan_done(now, &scan);
             } else if asked.contains(&"associate") {

@@ -28,9 +28,9 @@ pub const MAX_DEPTH_LIMIT: u8 = 32;
 /// Hard upper bound of `max_children`.
 pub const MAX_CHILDREN_LIMIT: u8 = 8;
 /// Hard upper bound of `outbox_len`: the outbox's compiled-in capacity.
-pub const MAX_OUTBOX_LEN: u8 = 12;
+pub const MAX_OUTBOX_LEN: u8 = 8;
 /// Default unacknowledged QoS ≥ 1 messages a node keeps.
-pub const DEFAULT_OUTBOX_LEN: u8 = 12;
+pub const DEFAULT_OUTBOX_LEN: u8 = 8;
 
 /// Default in-topic prefix.
 pub const DEFAULT_IN_PREFIX: &str = "esp8266-in/";
@@ -365,7 +365,7 @@ const PREFIX_CHARS: &str = "must not contain '+', '#' or NUL";
 const PREFIX_OVERLAP: &str = "must differ from in_prefix and neither may start with the other";
 const CHILDREN_RANGE: &str = "must be 1..=8";
 const DEPTH_RANGE: &str = "must be 1..=32";
-const OUTBOX_RANGE: &str = "must be 1..=12";
+const OUTBOX_RANGE: &str = "must be 1..=8";
 const GRACE_ORDER: &str = "uplink_grace must be at most 10 times link_timeout";
 const TIMING_ZERO: &str = "every duration must be non-zero";
 const KEEPALIVE_ORDER: &str = "keepalive_interval must be shorter than link_timeout";

@@ -182,7 +182,7 @@ fn publish<'a>(origin: &'a str, id: u16, topic: &'a str) -> Frame<'a> {
 
 #[test]
 fn root_routes_acks_to_the_origins_branch_and_publishes_duplicates_once() {
-    let mut r = Root::new(12);
+    let mut r = Root::new(mqttmesh_core::config::MAX_OUTBOX_LEN);
     r.ack_all();
     let a = r.join("AAAAAA");
     let b = r.join("BBBBBB");
@@ -257,7 +257,7 @@ fn full_outbox_refuses_new_messages_and_keeps_the_old_ones() {
 
 #[test]
 fn unacknowledged_messages_go_again_on_a_new_broker_session() {
-    let mut r = Root::new(12);
+    let mut r = Root::new(mqttmesh_core::config::MAX_OUTBOX_LEN);
     r.ack_all();
     r.node.publish("n", b"1", MsgType::Qos1).unwrap();
     r.node.publish("n", b"2", MsgType::Qos1).unwrap();

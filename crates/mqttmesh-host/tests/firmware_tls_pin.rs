@@ -32,6 +32,8 @@ use sha2::Digest as _;
 use tls_pin::{PinFailure, PinProvider, PinVerifier};
 
 const MAX_PACKET: usize = 1536;
+/// The chip's TLS read buffer (`firmware/esp32c3/src/mqtt.rs` `TLS_READ_BUF`).
+const CHIP_TLS_READ_BUF: usize = 8_192 + 256;
 /// The read deadline of every blocking read.
 const WAIT: Duration = Duration::from_secs(10);
 const USER: &str = "mesh";
@@ -195,7 +197,7 @@ fn sha256_and_sha1_pins_open_the_broker_session() {
     let sha1: [u8; 20] = sha1::Sha1::digest(&leaf.der).into();
     for (pin, id) in [(&sha256[..], "pin-sha256"), (&sha1[..], "pin-sha1")] {
         // The chip's buffer sizes: a whole 16 KiB record in, one packet out.
-        let (mut rb, mut wb) = (vec![0u8; 16_384 + 256], vec![0u8; MAX_PACKET + 128]);
+        let (mut rb, mut wb) = (vec![0u8; CHIP_TLS_READ_BUF], vec![0u8; MAX_PACKET + 128]);
         let mut tls = match open(addr, pin, &mut rb, &mut wb) {
             Ok(tls) => tls,
             Err(e) => panic!("{id}: the pinned handshake failed: {e:?}\n{}", broker.log()),
@@ -216,7 +218,7 @@ fn a_wrong_pin_is_refused_before_mqtt() {
     let addr = broker.tls_addr().expect("the broker has a TLS listener");
     let mut pin: [u8; 32] = sha2::Sha256::digest(&leaf.der).into();
     pin[31] ^= 1;
-    let (mut rb, mut wb) = (vec![0u8; 16_384 + 256], vec![0u8; MAX_PACKET + 128]);
+    let (mut rb, mut wb) = (vec![0u8; CHIP_TLS_READ_BUF], vec![0u8; MAX_PACKET + 128]);
     match open(addr, &pin, &mut rb, &mut wb) {
         Ok(_) => panic!("a handshake with a wrong pin succeeded"),
         Err((_, failure)) => assert_eq!(failure, Some(PinFailure::Mismatch)),

@@ -25,9 +25,14 @@ use crate::shared::{MQTT_CMD, MqttCmd, with_node};
 use crate::tls_pin::{PinProvider, PinVerifier};
 
 const SOCKET_BUF: usize = 1536;
-/// TLS record buffers: a whole record in (2^14 plaintext plus overhead: Mosquitto does
-/// not negotiate smaller fragments), and one packet plus overhead out.
-const TLS_READ_BUF: usize = 16_384 + 256;
+/// TLS record buffers: one whole record in, and one packet plus overhead out. A record
+/// can carry up to 2^14 bytes and Mosquitto does not negotiate smaller fragments, but it
+/// writes each MQTT packet as its own record (ours are at most `MAX_PACKET`), so only
+/// the handshake's certificate chain can come close: 8 KiB holds a leaf plus an
+/// intermediate of a public CA with room to spare. A larger record fails the handshake
+/// with an error in the log. (16 KiB did not fit in RAM beside the node and its QoS 1
+/// outbox.)
+const TLS_READ_BUF: usize = 8_192 + 256;
 const TLS_WRITE_BUF: usize = MAX_PACKET + embedded_tls::TLS_RECORD_OVERHEAD;
 /// Largest packet accepted from the broker: a node payload plus topic and header room.
 const MAX_PACKET: usize = 1536;

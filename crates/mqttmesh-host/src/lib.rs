@@ -16,5 +16,6 @@ pub mod observer;
 pub mod ota;
 pub mod radio;
 pub mod runtime;
+pub mod tls_leaf;
 pub mod topology;
 pub mod view;

@@ -24,6 +24,8 @@ use sha1::Digest as _;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use crate::tls_leaf::LeafVerifier;
+
 pub use counters::MeshTlsCounters;
 pub use load::{LoadError, CERT_FILE, FINGERPRINT_FILE, KEY_FILE};
 pub use pin::PinMismatch;
@@ -172,10 +174,7 @@ impl MeshTls {
 }
 
 fn connector(provider: &Arc<CryptoProvider>, pin: [u8; 20]) -> TlsConnector {
-    let verifier = Arc::new(pin::PinVerifier {
-        pin,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(LeafVerifier::new(pin::MeshPin(pin), provider.clone()));
     let config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         // The ring provider supports TLS 1.3: this cannot fail.

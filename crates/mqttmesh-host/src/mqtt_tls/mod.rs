@@ -20,10 +20,11 @@ use mqttmesh_core::config::BrokerTls;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::tls_leaf::LeafVerifier;
 
 pub use failure::{classify, ConnectError};
 pub use pin::{colon_hex, PinMismatch};
@@ -180,11 +181,9 @@ impl ClientTls {
                         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
                 Arc::new(Named { inner, name })
             }
-            pinned => Arc::new(pin::PinVerifier::new(
-                pinned,
+            pinned => Arc::new(LeafVerifier::new(
+                pin::BrokerPin::new(pinned, host.to_string(), port),
                 provider.clone(),
-                host.to_string(),
-                port,
             )),
         };
         let config = ClientConfig::builder_with_provider(provider)
@@ -255,11 +254,6 @@ impl ServerCertVerifier for Named {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
-}
-
-/// The provider's signature checks, for verifiers that decide trust themselves.
-fn signatures(provider: &CryptoProvider) -> &rustls::crypto::WebPkiSupportedAlgorithms {
-    &provider.signature_verification_algorithms
 }
 
 #[cfg(test)]

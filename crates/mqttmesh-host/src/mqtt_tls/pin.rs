@@ -1,19 +1,17 @@
 //! Fingerprint pinning: the broker's leaf certificate must hash to the configured
 //! SHA-1 (the original library's `mqtt_fingerprint`) or SHA-256. The handshake
-//! signatures are still verified with the provider, so the broker proves it holds the
-//! key of the pinned certificate.
+//! signatures are still verified with the provider (`tls_leaf`), so the broker proves
+//! it holds the key of the pinned certificate.
 
 use std::fmt;
 use std::sync::Arc;
 
 use mqttmesh_core::config::{write_colon_hex, BrokerTls};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use rustls::pki_types::CertificateDer;
+use rustls::{CertificateError, OtherError};
 use sha1::Digest as _;
 
-use super::signatures;
+use crate::tls_leaf::LeafCheck;
 
 /// The broker showed a certificate other than the pinned one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,27 +57,16 @@ pub fn colon_hex(bytes: &[u8]) -> String {
 
 /// Trusts exactly the certificate whose fingerprint is pinned.
 #[derive(Debug)]
-pub(super) struct PinVerifier {
+pub(super) struct BrokerPin {
     pin: BrokerTls,
-    provider: Arc<CryptoProvider>,
     host: String,
     port: u16,
 }
 
-impl PinVerifier {
+impl BrokerPin {
     /// `pin` is [`BrokerTls::PinSha1`] or [`BrokerTls::PinSha256`].
-    pub(super) fn new(
-        pin: BrokerTls,
-        provider: Arc<CryptoProvider>,
-        host: String,
-        port: u16,
-    ) -> PinVerifier {
-        PinVerifier {
-            pin,
-            provider,
-            host,
-            port,
-        }
+    pub(super) fn new(pin: BrokerTls, host: String, port: u16) -> BrokerPin {
+        BrokerPin { pin, host, port }
     }
 
     /// The leaf's digest under the pin's algorithm.
@@ -91,19 +78,12 @@ impl PinVerifier {
     }
 }
 
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = self.digest(end_entity.as_ref());
+impl LeafCheck for BrokerPin {
+    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let seen = self.digest(leaf.as_ref());
         let expected = self.pin.pin().unwrap_or_default();
         if seen == expected {
-            return Ok(ServerCertVerified::assertion());
+            return Ok(());
         }
         let mismatch = PinMismatch {
             algorithm: self.pin.pin_algorithm().unwrap_or("SHA-256"),
@@ -116,27 +96,5 @@ impl ServerCertVerifier for PinVerifier {
         Err(rustls::Error::InvalidCertificate(CertificateError::Other(
             OtherError(Arc::new(mismatch)),
         )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, signatures(&self.provider))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, signatures(&self.provider))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signatures(&self.provider).supported_schemes()
     }
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use mqttmesh_host::tls_leaf::{AnyLeaf, LeafVerifier};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{byte_array, colon_hex, sha1, sha256};
@@ -110,7 +110,10 @@ fn client_config() -> Result<Arc<ClientConfig>> {
         .with_safe_default_protocol_versions()
         .context("the TLS provider offers no protocol version")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ReadOnly(provider)))
+        // Any certificate: this tool only reads the chain to print it, it never trusts
+        // the connection or sends anything over it. Handshake signatures are still
+        // checked, so the server proves it holds the key of the certificate we print.
+        .with_custom_certificate_verifier(Arc::new(LeafVerifier::new(AnyLeaf, provider)))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
@@ -229,57 +232,6 @@ fn small_device_warning(algorithm: &str) -> Option<String> {
         ));
     }
     None
-}
-
-/// Accepts any certificate: this tool only reads the chain to print it, it never trusts
-/// the connection or sends anything over it. Handshake signatures are still checked, so
-/// the server proves it holds the key of the certificate we print.
-#[derive(Debug)]
-struct ReadOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for ReadOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

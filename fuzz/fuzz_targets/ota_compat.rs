@@ -19,6 +19,10 @@ use mqttmesh_core::ota::compat::{Announced, Outcome, Receiver, Refusal};
 use mqttmesh_core::ota::mem::{MemFlash, SECTOR};
 use mqttmesh_core::ota::{Area, Reply};
 
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
+
 /// The slot: 4 sectors, with an untouched sector on either side.
 const SLOT: u32 = 4 * SECTOR as u32;
 type Flash = MemFlash<{ 6 * SECTOR }>;
@@ -40,31 +44,6 @@ fuzz_target!(|data: &[u8]| {
     let outside = [&flash[..SECTOR], &flash[SECTOR + SLOT as usize..]];
     assert!(outside.iter().all(|s| s.iter().all(|&b| b == 0xFF)));
 });
-
-/// The fuzz input, read front to back; zeros once used up.
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> u8 {
-        let (&b, rest) = self.data.split_first().unwrap_or((&0, &[]));
-        self.data = rest;
-        b
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.byte(), self.byte()])
-    }
-
-    /// A length-prefixed payload (up to 1199 bytes: past the 1024-character chunk limit).
-    fn sized(&mut self) -> &'a [u8] {
-        let n = usize::from(self.u16()) % 1200;
-        let (head, rest) = self.data.split_at(n.min(self.data.len()));
-        self.data = rest;
-        head
-    }
-}
 
 struct Harness {
     rx: Receiver,

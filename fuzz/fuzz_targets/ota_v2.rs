@@ -21,6 +21,10 @@ use mqttmesh_core::ota::v2::{Receiver, Settings, MAX_MANIFEST_LEN, MAX_MISSING_L
 use mqttmesh_core::ota::{Area, Reply};
 use sha2::{Digest, Sha256};
 
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
+
 const SLOT: u32 = 16 * SECTOR as u32;
 type Flash = MemFlash<{ 16 * SECTOR }>;
 const FIRMWARE: u32 = 0x1337;
@@ -116,31 +120,6 @@ fn fixture() -> &'static Fixture {
             key: key.verifying_key(),
         }
     })
-}
-
-/// The fuzz input, read front to back; zeros once used up.
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> u8 {
-        let (&b, rest) = self.data.split_first().unwrap_or((&0, &[]));
-        self.data = rest;
-        b
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.byte(), self.byte()])
-    }
-
-    /// A length-prefixed payload (up to 1199 bytes: past the largest chunk).
-    fn sized(&mut self) -> &'a [u8] {
-        let n = usize::from(self.u16()) % 1200;
-        let (head, rest) = self.data.split_at(n.min(self.data.len()));
-        self.data = rest;
-        head
-    }
 }
 
 struct Harness {

@@ -170,7 +170,7 @@ impl Harness {
             }
             4 => {
                 // Connect, or acknowledge a publication the broker may have taken.
-                if self.tokens.is_empty() || input.byte().unwrap_or(0) % 2 == 0 {
+                if self.tokens.is_empty() || input.byte().unwrap_or(0).is_multiple_of(2) {
                     self.node.handle_mqtt_connected(now)
                 } else {
                     let i = usize::from(input.byte().unwrap_or(0)) % self.tokens.len();

@@ -30,11 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_core::MsgType;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
-use mqttmesh_host::radio::{Model, Placement, Timing};
+use mqttmesh_host::radio::{Placement, Timing};
 use mqttmesh_host::runtime::Control;
 use mqttmesh_host::topology;
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
@@ -315,16 +314,6 @@ fn pid_of(dir: &std::path::Path) -> String {
         .unwrap_or_else(|| "0".into())
 }
 
-fn config(broker: SocketAddr) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("the benchmark configuration is valid")
-}
-
 fn radio_timing(realistic: bool) -> Timing {
     let fast = Timing::fast();
     let air = if realistic {
@@ -346,17 +335,9 @@ fn radio_timing(realistic: bool) -> Timing {
 
 fn spec(broker: SocketAddr, placement: Placement, timing: Timing, seed: u64) -> MeshSpec {
     MeshSpec {
-        placement,
-        model: Model::default(),
         timing,
-        config: config(broker),
-        broker,
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed,
-        publish_interval: Duration::ZERO,
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(placement, mqttmesh_testkit::config(broker), broker)
     }
 }
 

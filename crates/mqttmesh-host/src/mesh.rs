@@ -50,6 +50,40 @@ pub struct MeshSpec {
     pub firmware_ids: Vec<u32>,
 }
 
+impl MeshSpec {
+    /// A spec with the defaults: the default radio model, realistic radio timing, no
+    /// TLS anywhere, seed 0, the demo app silent, no flash, every node running
+    /// `config.firmware_id`. Change fields with struct update syntax:
+    ///
+    /// ```
+    /// # use mqttmesh_core::config::Config;
+    /// # use mqttmesh_host::{mesh::MeshSpec, radio::Timing, topology};
+    /// # let config = Config::builder().network("router", "password1")
+    /// #     .broker("127.0.0.1", 1883).build().unwrap();
+    /// let spec = MeshSpec {
+    ///     timing: Timing::fast(),
+    ///     seed: 7,
+    ///     ..MeshSpec::new(topology::line(3), config, "127.0.0.1:1883".parse().unwrap())
+    /// };
+    /// assert_eq!(spec.placement.len(), 3);
+    /// ```
+    pub fn new(placement: Placement, config: Config, broker: SocketAddr) -> MeshSpec {
+        MeshSpec {
+            placement,
+            model: Model::default(),
+            timing: Timing::realistic(),
+            config,
+            broker,
+            mqtt_trust: Trust::default(),
+            mesh_tls: None,
+            seed: 0,
+            publish_interval: Duration::ZERO,
+            ota: None,
+            firmware_ids: Vec::new(),
+        }
+    }
+}
+
 /// A running mesh.
 #[derive(Debug)]
 pub struct Mesh {

@@ -15,8 +15,9 @@ use mqttmesh_core::Duration as CoreDuration;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Placement, Timing};
+use mqttmesh_host::radio::{Placement, Timing};
 use mqttmesh_host::topology;
+use mqttmesh_testkit as testkit;
 
 const FORM: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(15);
@@ -33,11 +34,7 @@ fn timing() -> NodeTiming {
 }
 
 fn builder(broker: SocketAddr) -> Builder {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(timing())
+    testkit::config_builder(broker).timing(timing())
 }
 
 fn config(broker: SocketAddr) -> Config {
@@ -48,17 +45,10 @@ fn config(broker: SocketAddr) -> Config {
 
 async fn start_mesh(placement: Placement, config: Config, broker: SocketAddr, seed: u64) -> Mesh {
     Mesh::start(MeshSpec {
-        placement,
-        model: Model::default(),
         timing: Timing::fast(),
-        config,
-        broker,
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(300),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(placement, config, broker)
     })
     .await
     .expect("nodes start")

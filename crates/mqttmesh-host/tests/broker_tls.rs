@@ -14,17 +14,13 @@ use std::time::Duration;
 
 use mqttmesh_core::config::{BrokerTls, Config, Timing as NodeTiming};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
-use mqttmesh_host::mosquitto::{Mosquitto, Secure, TlsListener};
+use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::mqtt_tls::{colon_hex, ClientTls, Trust};
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use mqttmesh_testkit::{self as testkit, Pki};
 use rustls::RootCertStore;
-use sha1::Digest as _;
 
 const FORM: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(15);
@@ -32,70 +28,14 @@ const OUT: &str = "esp8266-out/";
 const USER: &str = "mesh";
 const PASSWORD: &str = "s3cret-pass";
 
-/// A CA and a broker certificate it signed for 127.0.0.1 and localhost.
-struct Pki {
-    ca_der: Vec<u8>,
-    leaf_der: Vec<u8>,
-    listener: TlsListener,
-}
-
-impl Pki {
-    fn new(ca_name: &str) -> Pki {
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, ca_name);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("broker key");
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("broker params");
-        leaf.distinguished_name
-            .push(DnType::CommonName, "mqttmesh test broker");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf_cert = leaf.signed_by(&key, &issuer).expect("broker certificate");
-        Pki {
-            ca_der: ca_cert.der().to_vec(),
-            leaf_der: leaf_cert.der().to_vec(),
-            listener: TlsListener {
-                cert_pem: leaf_cert.pem().into_bytes(),
-                key_pem: key.serialize_pem().into_bytes(),
-            },
-        }
-    }
-
-    fn trust(&self) -> Trust {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone().into()).expect("CA is a root");
-        Trust::Roots(Arc::new(roots))
-    }
-
-    fn sha1(&self) -> [u8; 20] {
-        sha1::Sha1::digest(&self.leaf_der).into()
-    }
-
-    fn sha256(&self) -> [u8; 32] {
-        sha2::Sha256::digest(&self.leaf_der).into()
-    }
-}
-
 fn start_broker(pki: &Pki) -> Mosquitto {
-    Mosquitto::start_secure(&Secure {
-        tls: Some(pki.listener.clone()),
-        users: vec![(USER.into(), PASSWORD.into())],
-    })
-    .expect("mosquitto with TLS and a password file starts")
+    pki.broker(USER, PASSWORD)
 }
 
 fn config(broker: SocketAddr, tls: BrokerTls, password: &str) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
+    testkit::config_builder(broker)
         .mqtt_tls(tls)
         .mqtt_credentials(USER, password)
-        .timing(NodeTiming::fast())
         .build()
         .expect("test configuration is valid")
 }
@@ -108,17 +48,11 @@ async fn start_mesh(
     seed: u64,
 ) -> Mesh {
     Mesh::start(MeshSpec {
-        placement: topology::line(nodes),
-        model: Model::default(),
         timing: Timing::fast(),
-        config,
-        broker,
         mqtt_trust: trust,
-        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(300),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(topology::line(nodes), config, broker)
     })
     .await
     .expect("nodes start")

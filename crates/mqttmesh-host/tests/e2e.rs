@@ -6,29 +6,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
+use mqttmesh_testkit as testkit;
 
 const NODES: usize = 24;
 const FORM: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(20);
 const OUT: &str = "esp8266-out/";
 const IN: &str = "esp8266-in/";
-
-fn config(broker: SocketAddr) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("test configuration is valid")
-}
 
 async fn start(broker: SocketAddr, seed: u64) -> (Mesh, Observer) {
     start_with(broker, seed, topology::grid(NODES), Timing::fast()).await
@@ -44,17 +34,10 @@ async fn start_with(
         .await
         .expect("observer connects");
     let mesh = Mesh::start(MeshSpec {
-        placement,
-        model: Model::default(),
         timing,
-        config: config(broker),
-        broker,
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed,
         publish_interval: Duration::from_millis(500),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(placement, testkit::config(broker), broker)
     })
     .await
     .expect("nodes start");

@@ -9,29 +9,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming, DEFAULT_MESH_PASSWORD};
+use mqttmesh_core::config::DEFAULT_MESH_PASSWORD;
 use mqttmesh_core::link::{Deframer, Frame, JoinKey, JoinRequest, Reason, Transcript, MAX_FRAME};
 use mqttmesh_core::MsgType;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
+use mqttmesh_testkit as testkit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 const OUT: &str = "esp8266-out/";
-
-fn config(broker: SocketAddr) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("test configuration is valid")
-}
 
 fn encode(frame: &Frame<'_>) -> Vec<u8> {
     let mut buf = [0u8; MAX_FRAME];
@@ -125,24 +116,16 @@ impl Raw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_join_is_refused_over_tcp_and_nothing_is_relayed() {
     let broker = Mosquitto::start().expect("mosquitto starts (scripts/test installs it)");
-    let cfg = config(broker.addr());
+    let cfg = testkit::config(broker.addr());
     let mesh_key = JoinKey::derive(&cfg.mesh_password, &cfg.mesh_ssid_base);
     assert_eq!(cfg.mesh_password.as_str(), DEFAULT_MESH_PASSWORD);
     let observer = Observer::start(broker.addr(), OUT, "mesh-auth-observer")
         .await
         .expect("observer connects");
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::line(2),
-        model: Model::default(),
         timing: Timing::fast(),
-        config: cfg,
-        broker: broker.addr(),
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed: 41,
-        publish_interval: Duration::from_secs(3600),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(topology::line(2), cfg, broker.addr())
     })
     .await
     .expect("nodes start");
@@ -157,7 +140,7 @@ async fn wrong_password_join_is_refused_over_tcp_and_nothing_is_relayed() {
     // The wrong password: refused with Auth, counted, and the link closed.
     let wrong = JoinKey::derive(
         "not-the-mesh-password",
-        &config(broker.addr()).mesh_ssid_base,
+        &testkit::config(broker.addr()).mesh_ssid_base,
     );
     let mut raw = Raw::connect(addr).await;
     let answer = raw.join("0B0B0B", &wrong).await;

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::mesh::{render_tree, until, Mesh, MeshSpec};
 use mqttmesh_host::meshtls::{colon_hex, MeshTls, CERT_FILE, FINGERPRINT_FILE, KEY_FILE};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Placement, Timing};
+use mqttmesh_host::radio::{Placement, Timing};
 use mqttmesh_host::topology;
+use mqttmesh_testkit as testkit;
 use sha1::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,25 +88,12 @@ async fn start_timed(
     tls: MeshTls,
     timing: Timing,
 ) -> Mesh {
-    let config = Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("test configuration is valid");
     Mesh::start(MeshSpec {
-        placement,
-        model: Model::default(),
         timing,
-        config,
-        broker,
-        mqtt_trust: Default::default(),
         mesh_tls: Some(tls),
         seed,
         publish_interval: Duration::from_millis(500),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(placement, testkit::config(broker), broker)
     })
     .await
     .expect("nodes start")

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
+use mqttmesh_testkit as testkit;
 
 const FORM: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,32 +21,19 @@ const OUT: &str = "esp8266-out/";
 async fn deep_node_qos1_counters_survive_a_relay_kill() {
     let broker = Mosquitto::start().expect("mosquitto starts (scripts/test installs it)");
     let addr = broker.addr();
-    let config = Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&addr.ip().to_string(), addr.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("test configuration is valid");
+    let config = testkit::config(addr);
     let obs = Observer::start(addr, OUT, "qos1-e2e-observer")
         .await
         .expect("observer connects");
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::grid(12),
-        model: Model::default(),
         // Slow hops and frequent publications: messages are always in flight.
         timing: Timing {
             hop_latency: Duration::from_millis(150),
             ..Timing::fast()
         },
-        config,
-        broker: addr,
         seed: 41,
         publish_interval: Duration::from_millis(50),
-        ota: None,
-        firmware_ids: Vec::new(),
-        mesh_tls: None,
-        mqtt_trust: Default::default(),
+        ..MeshSpec::new(topology::grid(12), config, addr)
     })
     .await
     .expect("nodes start");

@@ -12,21 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqttmesh_core::config::{BrokerTls, Config, Timing as NodeTiming};
+use mqttmesh_core::config::{BrokerTls, Config};
 use mqttmesh_host::flash::Layout;
 use mqttmesh_host::image::make_test_image;
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
-use mqttmesh_host::mosquitto::{Mosquitto, Secure, TlsListener};
-use mqttmesh_host::mqtt_tls::{colon_hex, Trust};
+use mqttmesh_host::mqtt_tls::colon_hex;
 use mqttmesh_host::ota::OtaSpec;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::RootCertStore;
-use sha1::Digest as _;
+use mqttmesh_testkit::{self as testkit, Pki};
 
 mod common;
 use common::{Run, TempDir};
@@ -37,60 +31,16 @@ const FORM: Duration = Duration::from_secs(30);
 /// Longest one CLI run may take here (each takes seconds).
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A CA (written to `ca.pem`) and a broker certificate it signed for 127.0.0.1.
-struct Pki {
-    ca_der: Vec<u8>,
-    leaf_der: Vec<u8>,
-    listener: TlsListener,
+/// A CA (written to `ca.pem` in `dir`) and a broker certificate it signed.
+fn pki(dir: &TempDir) -> Pki {
+    let pki = Pki::new("mqttmesh CLI test CA");
+    std::fs::write(dir.path("ca.pem"), &pki.ca_pem).expect("write ca.pem");
+    pki
 }
 
-impl Pki {
-    fn new(dir: &TempDir) -> Pki {
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "mqttmesh CLI test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        std::fs::write(dir.path("ca.pem"), ca_cert.pem()).expect("write ca.pem");
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("broker key");
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf_cert = leaf.signed_by(&key, &issuer).expect("broker certificate");
-        Pki {
-            ca_der: ca_cert.der().to_vec(),
-            leaf_der: leaf_cert.der().to_vec(),
-            listener: TlsListener {
-                cert_pem: leaf_cert.pem().into_bytes(),
-                key_pem: key.serialize_pem().into_bytes(),
-            },
-        }
-    }
-
-    fn trust(&self) -> Trust {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone().into()).expect("CA is a root");
-        Trust::Roots(Arc::new(roots))
-    }
-
-    fn sha1(&self) -> String {
-        colon_hex(&sha1::Sha1::digest(&self.leaf_der))
-    }
-
-    fn sha256(&self) -> String {
-        let digest = sha2::Sha256::digest(&self.leaf_der);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn broker(&self) -> Mosquitto {
-        Mosquitto::start_secure(&Secure {
-            tls: Some(self.listener.clone()),
-            users: vec![(USER.into(), PASSWORD.into())],
-        })
-        .expect("mosquitto with TLS and a password file starts")
-    }
+/// The broker certificate's SHA-256 as `--fingerprint` takes it (plain hex).
+fn sha256_hex(pki: &Pki) -> String {
+    pki.sha256().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mqttmesh(dir: &TempDir, name: &str, args: &[&str]) -> Run {
@@ -115,10 +65,10 @@ fn login() -> [&'static str; 4] {
 #[test]
 fn sim_runs_a_mesh_to_completion_over_tls_pinning_the_broker() {
     let dir = TempDir::new("tls-sim");
-    let pki = Pki::new(&dir);
-    let broker = pki.broker();
+    let pki = pki(&dir);
+    let broker = pki.broker(USER, PASSWORD);
     let target = format!("127.0.0.1:{}", broker.tls_port().expect("TLS port"));
-    let sha1 = pki.sha1();
+    let sha1 = colon_hex(&pki.sha1());
     let mut args = vec![
         "sim",
         "--nodes",
@@ -158,7 +108,7 @@ fn sim_runs_a_mesh_to_completion_over_tls_pinning_the_broker() {
     args.extend(login());
     let run = mqttmesh(&dir, "sim-wrong-pin", &args);
     assert!(!run.status.success(), "{}", run.context());
-    let seen = format!("saw {}", colon_hex(&sha2::Sha256::digest(&pki.leaf_der)));
+    let seen = format!("saw {}", colon_hex(&pki.sha256()));
     assert!(
         run.stderr.contains("fingerprint mismatch"),
         "{}",
@@ -168,30 +118,21 @@ fn sim_runs_a_mesh_to_completion_over_tls_pinning_the_broker() {
 }
 
 fn mesh_config(broker: SocketAddr, tls: BrokerTls) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker("127.0.0.1", broker.port())
+    testkit::config_builder(broker)
         .mqtt_tls(tls)
         .mqtt_credentials(USER, PASSWORD)
-        .timing(NodeTiming::fast())
         .build()
         .expect("test configuration is valid")
 }
 
 async fn start_mesh(broker: SocketAddr, pki: &Pki, nodes: usize, ota: Option<OtaSpec>) -> Mesh {
+    let config = mesh_config(broker, BrokerTls::Ca);
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::line(nodes),
-        model: Model::default(),
         timing: Timing::fast(),
-        config: mesh_config(broker, BrokerTls::Ca),
-        broker,
         mqtt_trust: pki.trust(),
-        mesh_tls: None,
         seed: 5,
-        publish_interval: Duration::ZERO,
         ota,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(topology::line(nodes), config, broker)
     })
     .await
     .expect("nodes start");
@@ -212,8 +153,8 @@ fn strings(args: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_reads_a_mesh_over_tls_and_names_the_flag_to_fix() {
     let dir = Arc::new(TempDir::new("tls-topology"));
-    let pki = Pki::new(&dir);
-    let broker = pki.broker();
+    let pki = pki(&dir);
+    let broker = pki.broker(USER, PASSWORD);
     let tls = broker.tls_addr().expect("TLS listener");
     let mesh = start_mesh(tls, &pki, 3, None).await;
     let target = tls.to_string();
@@ -281,7 +222,11 @@ async fn topology_reads_a_mesh_over_tls_and_names_the_flag_to_fix() {
                 "--mqtt-password",
                 PASSWORD,
             ]),
-            &["fingerprint mismatch", &pki.sha1(), "--fingerprint"],
+            &[
+                "fingerprint mismatch",
+                &colon_hex(&pki.sha1()),
+                "--fingerprint",
+            ],
         ),
         (
             "wrong-password",
@@ -336,8 +281,8 @@ async fn topology_reads_a_mesh_over_tls_and_names_the_flag_to_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ota_updates_a_node_over_tls() {
     let dir = Arc::new(TempDir::new("tls-ota"));
-    let pki = Pki::new(&dir);
-    let broker = pki.broker();
+    let pki = pki(&dir);
+    let broker = pki.broker(USER, PASSWORD);
     let tls = broker.tls_addr().expect("TLS listener");
     let ota = OtaSpec {
         dir: dir.path("flash"),
@@ -348,7 +293,7 @@ async fn ota_updates_a_node_over_tls() {
     let mesh = start_mesh(tls, &pki, 2, Some(ota)).await;
     let image = dir.path("fw.bin");
     std::fs::write(&image, make_test_image("0.2", "mqttmesh", 16 * 1024, 3)).expect("image");
-    let pin = pki.sha256();
+    let pin = sha256_hex(&pki);
     let mut args = strings(&[
         "ota",
         "--bin",

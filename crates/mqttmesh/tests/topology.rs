@@ -7,18 +7,17 @@
 //! Every wait is on a condition with a deadline; nothing sleeps to synchronise.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mqttmesh_core::config::{Config, Timing as NodeTiming};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
 use mqttmesh_host::view::watch::{self, WatchEvent, WatchOptions, Watcher};
 use mqttmesh_host::view::{render, MeshView, Snapshot};
+use mqttmesh_testkit as testkit;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NODES: usize = 12;
@@ -31,16 +30,6 @@ const ORIGINAL: &str = "00BEEF";
 
 /// Where each node hangs: id → (parent, depth, online).
 type Tree = BTreeMap<String, (Option<String>, Option<u8>, bool)>;
-
-fn config(broker: SocketAddr) -> Config {
-    Config::builder()
-        .firmware(0x1337, "0.1")
-        .network("mqttmesh-router", "router-password")
-        .broker(&broker.ip().to_string(), broker.port())
-        .timing(NodeTiming::fast())
-        .build()
-        .expect("test configuration is valid")
-}
 
 fn mesh_tree(mesh: &Mesh) -> Tree {
     mesh.rows()
@@ -218,17 +207,14 @@ async fn topology_monitor_and_forget_follow_a_live_mesh() {
     let opts = |role| WatchOptions::new("127.0.0.1", broker.port(), &watch::client_id(role));
     let view = live_view(&opts("testview")).await;
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::grid(NODES),
-        model: Model::default(),
         timing: Timing::fast(),
-        config: config(broker.addr()),
-        broker: broker.addr(),
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed: 7,
         publish_interval: Duration::from_millis(500),
-        ota: None,
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(
+            topology::grid(NODES),
+            testkit::config(broker.addr()),
+            broker.addr(),
+        )
     })
     .await
     .expect("nodes start");

@@ -31,6 +31,7 @@ fn timing() -> Timing {
         retry_backoff: ms(500),
         mqtt_keepalive: secs(10),
         uplink_grace: Duration::ZERO,
+        candidate_refresh: Duration::ZERO,
     }
 }
 

@@ -81,6 +81,7 @@ impl Node {
         self.bg_scan = false;
         self.refresh_at = None;
         self.quick_rescan = true;
+        self.lost_at = Some(now);
         let lost = self.current.as_ref().map(|c| c.bssid);
         let max_age = match self.config.timing.candidate_refresh {
             Duration::ZERO => CANDIDATE_MAX_AGE,
@@ -96,6 +97,9 @@ impl Node {
                 _ if Some(c.bssid) == lost => None,
                 Kind::Router { .. } => Some(0),
                 Kind::Mesh { depth: Some(d), .. } if usize::from(d) < depth => Some(0),
+                // A root's peers at depth 1 hang off the same router: when it went,
+                // they went too.
+                Kind::Mesh { .. } if depth <= 1 => None,
                 Kind::Mesh { depth: Some(d), .. } if usize::from(d) == depth => Some(1),
                 Kind::Mesh { depth: None, .. } => Some(1),
                 Kind::Mesh { .. } => None,
@@ -122,9 +126,14 @@ impl Node {
         core::mem::take(&mut self.quick_rescan)
     }
 
-    /// Largest backoff shift now: none while children wait on us.
-    pub(super) fn backoff_cap(&self, max: u8) -> u8 {
-        if self.grace_until.is_some() && self.state != State::Held {
+    /// Largest backoff shift now: none while children wait on us, or while subtrees
+    /// held elsewhere may still be waiting for the uplink we lost (the grace period
+    /// plus a link timeout after the loss; a router outage takes every root at once).
+    pub(super) fn backoff_cap(&self, now: Instant, max: u8) -> u8 {
+        let timing = self.config.timing;
+        let window = timing.uplink_grace + timing.link_timeout;
+        let recent = self.lost_at.is_some_and(|t| now < t + window);
+        if recent || (self.grace_until.is_some() && self.state != State::Held) {
             0
         } else {
             max

@@ -174,6 +174,8 @@ pub struct Node {
     bg_scan: bool,
     /// Lost the uplink and not back yet: when the candidates run out, scan at once.
     quick_rescan: bool,
+    /// When we last lost the uplink (cleared once online again).
+    lost_at: Option<Instant>,
 
     /// The latest time handed in (the application's `publish` has no clock).
     now: Instant,
@@ -243,6 +245,7 @@ impl Node {
             refresh_at: None,
             bg_scan: false,
             quick_rescan: false,
+            lost_at: None,
             now,
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),

@@ -402,7 +402,7 @@ impl Node {
 
     fn backoff_idle(&mut self, now: Instant) {
         self.state = State::Idle;
-        let shift = self.backoff.min(self.backoff_cap(MAX_BACKOFF_SHIFT));
+        let shift = self.backoff.min(self.backoff_cap(now, MAX_BACKOFF_SHIFT));
         self.backoff = self.backoff.saturating_add(1);
         let base = self.config.timing.retry_backoff.mul_div(1 << shift, 1);
         // Up to 25 % jitter so neighbours that lost the same parent spread out.
@@ -455,6 +455,7 @@ impl Node {
         self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
         self.quick_rescan = false;
+        self.lost_at = None;
         self.schedule_refresh(now);
         self.push_event(Event::Connected);
         if self.grace_until.take().is_some() {

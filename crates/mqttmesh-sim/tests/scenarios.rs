@@ -154,6 +154,8 @@ mod fault_kinds;
 mod faults;
 #[path = "scenarios/formation.rs"]
 mod formation;
+#[path = "scenarios/heal.rs"]
+mod heal;
 #[path = "scenarios/hostile.rs"]
 mod hostile;
 #[path = "scenarios/messaging.rs"]

@@ -107,7 +107,7 @@ fn orphan_trusts_its_cache_only_while_fresh() {
     };
     for (age, cached) in [(Duration::from_secs(10), true), (CANDIDATE_MAX_AGE, false)] {
         let mut h = joined(timing);
-        h.now = h.now + age;
+        h.now += age;
         h.node.handle_link_closed(h.now, LinkId::Parent);
         h.drain();
         if cached {

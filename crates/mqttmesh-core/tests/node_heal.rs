@@ -143,3 +143,24 @@ fn background_scan_result_after_going_offline_is_ignored() {
     assert_eq!(h.node.state(), state, "the late result changes nothing");
     assert!(!h.logged("background scan:"));
 }
+
+#[test]
+fn an_ap_that_was_gone_is_a_candidate_again_once_a_scan_sees_it() {
+    let mut h = joined(short_timing());
+    h.node.handle_link_closed(h.now, LinkId::Parent);
+    h.drain();
+    assert_eq!(h.associating_with(), Some(mac(OTHER_PARENT_CHIP)));
+    h.clear();
+    // It had closed its AP to re-join elsewhere.
+    h.node
+        .handle_associated(h.now, mac(OTHER_PARENT_CHIP), Err(AssocError::NotFound));
+    h.drain();
+    assert!(h.asked(&Action::Scan), "a scan at once");
+    h.clear();
+    h.now += Duration::from_secs(1);
+    // Its AP is back: no penalty keeps it out.
+    h.node
+        .handle_scan_done(h.now, &[entry(OTHER_PARENT_CHIP, -60, 2)]);
+    h.drain();
+    assert_eq!(h.associating_with(), Some(mac(OTHER_PARENT_CHIP)));
+}

@@ -19,6 +19,10 @@ use crate::uplink::{self, Candidate, Kind, ScanEntry};
 /// first, when background scans are off.
 pub const CANDIDATE_MAX_AGE: Duration = Duration::from_secs(120);
 
+/// An orphan's first choice is random among the cached mesh candidates ranked within
+/// this many dB of the best (see `spread_first_choice`).
+const SPREAD_DB: i16 = 12;
+
 impl Node {
     /// Schedules the next background scan (on going online, and after each one).
     pub(super) fn schedule_refresh(&mut self, now: Instant) {
@@ -89,6 +93,7 @@ impl Node {
         };
         let fresh = self.scanned_at.is_some_and(|t| now < t + max_age);
         let cached = core::mem::take(&mut self.candidates);
+        let mut first_tier = 0;
         if fresh {
             // Tier 0: cannot be below the dead parent (routers, shallower APs); tier 1:
             // at our own depth, so possibly a sibling held below the dead parent.
@@ -109,8 +114,12 @@ impl Node {
                     // Cannot fail: a subset of a list of the same capacity.
                     let _ = self.candidates.push(c.clone());
                 }
+                if want == 0 {
+                    first_tier = self.candidates.len();
+                }
             }
         }
+        self.spread_first_choice(first_tier);
         self.cursor = 0;
         let n = self.candidates.len();
         self.log(
@@ -118,6 +127,34 @@ impl Node {
             format_args!("{n} cached candidate(s) to try before scanning"),
         );
         self.try_next_candidate(now);
+    }
+
+    /// Siblings orphaned by the same crash hear much the same APs and would all pick
+    /// the same best one, which then fills up under them (1 s lost per refused
+    /// association): start at a random one of the first `tier` mesh candidates ranked
+    /// within [`SPREAD_DB`] of the best, so they spread out.
+    fn spread_first_choice(&mut self, tier: usize) {
+        let score = |c: &Candidate| match c.kind {
+            Kind::Mesh { depth, .. } => Some(
+                -i16::from(c.rssi)
+                    + i16::from(depth.unwrap_or(1).saturating_sub(1)) * uplink::DEPTH_PENALTY_DB,
+            ),
+            Kind::Router { .. } => None,
+        };
+        let Some(best) = self.candidates.first().and_then(score) else {
+            return;
+        };
+        let close = self
+            .candidates
+            .iter()
+            .take(tier)
+            .take_while(|c| score(c).is_some_and(|s| s <= best + SPREAD_DB))
+            .count();
+        if close > 1 {
+            // Cannot truncate: close <= MAX_CANDIDATES.
+            let pick = self.rand.below(close as u64) as usize;
+            self.candidates[..=pick].rotate_right(1);
+        }
     }
 
     /// Every candidate failed: whether to scan at once (the first time after a loss)

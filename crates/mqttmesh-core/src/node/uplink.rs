@@ -125,7 +125,11 @@ impl Node {
                     Level::Info,
                     format_args!("associate {} failed: {e}", candidate.bssid),
                 );
-                self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                // An AP that was not there (its node crashed, or closed it to re-join)
+                // is not held against it: if the next scan sees it, it is back.
+                if e != AssocError::NotFound {
+                    self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                }
                 self.fail_candidate(now);
             }
             Ok(ip) => {

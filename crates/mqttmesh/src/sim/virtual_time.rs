@@ -335,17 +335,6 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
         }
     }
     let end = world.now();
-    if let Ok(from) = std::env::var("MQTTMESH_DUMP_LOGS_FROM") {
-        let from: u64 = from.parse().unwrap_or(0);
-        for i in 0..world.len() {
-            for line in world.logs(i) {
-                let t: f64 = line.split('s').next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
-                if t * 1000.0 >= from as f64 {
-                    eprintln!("LOG {} {line}", world.id(i));
-                }
-            }
-        }
-    }
     // Let what was published arrive before counting.
     world.set_publishing(false);
     let settle_until = world.within(core_duration(SETTLE));

@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
             retry_backoff: Duration::from_millis(700),
             mqtt_keepalive: Duration::from_secs(10),
             uplink_grace: Duration::from_secs(5),
+            candidate_refresh: Duration::from_secs(15),
         })
         .build()
         .expect("valid fuzz config");

@@ -93,6 +93,12 @@ pub struct Timing {
     /// its cached alternatives; its children re-join elsewhere only after this.
     /// Zero tears the subtree down at once (the original's behaviour).
     pub uplink_grace: Duration,
+    /// While online, scan in the background this often (with up to 25 % jitter) to keep
+    /// the cached uplink candidates fresh, so a node whose parent dies re-attaches to a
+    /// known alternative without a full scan (`docs/PROTOCOL.md` "Healing"). Zero turns
+    /// background scans off: an orphan then tries what its last scan found, and scans
+    /// at once when that is older than `CANDIDATE_MAX_AGE` (2 minutes).
+    pub candidate_refresh: Duration,
 }
 
 impl Timing {
@@ -108,6 +114,7 @@ impl Timing {
             retry_backoff: Duration::from_millis(300),
             mqtt_keepalive: Duration::from_secs(10),
             uplink_grace: Duration::from_secs(6),
+            candidate_refresh: Duration::ZERO,
         }
     }
 }
@@ -128,6 +135,10 @@ impl Default for Timing {
             mqtt_keepalive: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(1),
             uplink_grace: Duration::from_secs(20),
+            // A scan (≈2 s of dwelling on other channels, between which the radio
+            // returns to its own) every 30 s: about 7 % of air time in short slices,
+            // as ESP-WIFI-MESH's own periodic parent scans.
+            candidate_refresh: Duration::from_secs(30),
         }
     }
 }

@@ -64,6 +64,7 @@ fn timing() -> Timing {
         retry_backoff: Duration::from_millis(700),
         mqtt_keepalive: Duration::from_secs(10),
         uplink_grace: Duration::ZERO,
+        candidate_refresh: Duration::ZERO,
     }
 }
 

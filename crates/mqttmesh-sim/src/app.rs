@@ -169,6 +169,20 @@ impl World {
         }
     }
 
+    /// Counters node `idx` published that have not reached the broker (a crashed
+    /// node's unacknowledged ones die with it).
+    pub fn messages_lost_by(&self, idx: NodeIdx) -> u64 {
+        let Some(track) = self.app.as_ref().and_then(|a| a.tracks.get(idx)) else {
+            return 0;
+        };
+        let arrived: u64 = track
+            .arrived
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        track.published.len() as u64 - arrived
+    }
+
     /// Counters published in `[from, to)` that have not reached the broker, and
     /// duplicates that arrived in `[from, to)`.
     pub fn messages_between(&self, from: Instant, to: Instant) -> (u64, u64) {

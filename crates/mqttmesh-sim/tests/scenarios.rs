@@ -31,6 +31,7 @@ fn timing() -> Timing {
         retry_backoff: ms(500),
         mqtt_keepalive: secs(10),
         uplink_grace: Duration::ZERO,
+        candidate_refresh: Duration::ZERO,
     }
 }
 
@@ -153,6 +154,8 @@ mod fault_kinds;
 mod faults;
 #[path = "scenarios/formation.rs"]
 mod formation;
+#[path = "scenarios/heal.rs"]
+mod heal;
 #[path = "scenarios/hostile.rs"]
 mod hostile;
 #[path = "scenarios/messaging.rs"]

@@ -29,6 +29,7 @@
 
 mod builtins;
 mod children;
+mod heal;
 mod io;
 mod outbox;
 mod parent;
@@ -51,6 +52,7 @@ use crate::topic::{self, MsgType, Topic};
 use crate::uplink::{Candidate, MAX_CANDIDATES, MAX_PENALTIES};
 
 pub use builtins::{LOST_CONNECTION, OFFLINE, ONLINE};
+pub use heal::CANDIDATE_MAX_AGE;
 pub use io::{
     Action, Counters, Event, Level, LinkId, LogLine, OtaExchange, Parent, Publish, PublishError,
     MAX_OTA_COMMAND,
@@ -164,6 +166,16 @@ pub struct Node {
     /// While recovering from an uplink loss with children kept (or while held by our
     /// parent): when the grace period ends.
     grace_until: Option<Instant>,
+    /// When the candidate list was last ranked from a scan.
+    scanned_at: Option<Instant>,
+    /// When the next background scan starts (while online).
+    refresh_at: Option<Instant>,
+    /// A background scan is running.
+    bg_scan: bool,
+    /// Lost the uplink and not back yet: when the candidates run out, scan at once.
+    quick_rescan: bool,
+    /// When we last lost the uplink (cleared once online again).
+    lost_at: Option<Instant>,
 
     /// The latest time handed in (the application's `publish` has no clock).
     now: Instant,
@@ -229,6 +241,11 @@ impl Node {
             ap_open: false,
             ap_up: false,
             grace_until: None,
+            scanned_at: None,
+            refresh_at: None,
+            bg_scan: false,
+            quick_rescan: false,
+            lost_at: None,
             now,
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),
@@ -500,6 +517,9 @@ impl Node {
         if let Some(t) = self.grace_until {
             consider(t);
         }
+        if let Some(t) = self.refresh_at {
+            consider(t);
+        }
         if matches!(self.state, State::Root | State::Mesh) {
             if let Some(t) = self.outbox.next_due() {
                 consider(t);
@@ -548,6 +568,10 @@ impl Node {
         if self.reassert_at.is_some_and(|t| t <= now) {
             self.reassert_at = None;
             self.reassert_online();
+        }
+        if self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = None;
+            self.on_refresh_timer(now);
         }
         self.check_parent_link(now);
         self.check_children(now);

@@ -73,8 +73,10 @@ impl Node {
     /// A scan finished with these access points.
     pub fn handle_scan_done(&mut self, now: Instant, entries: &[ScanEntry]) {
         if self.state != State::Scanning {
+            self.on_background_scan(now, entries);
             return;
         }
+        self.scanned_at = Some(now);
         self.penalties.retain(|(_, until)| *until > now);
         let own = self.ap_mac;
         let penalties = &self.penalties;
@@ -123,7 +125,11 @@ impl Node {
                     Level::Info,
                     format_args!("associate {} failed: {e}", candidate.bssid),
                 );
-                self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                // An AP that was not there (its node crashed, or closed it to re-join)
+                // is not held against it: if the next scan sees it, it is back.
+                if e != AssocError::NotFound {
+                    self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                }
                 self.fail_candidate(now);
             }
             Ok(ip) => {
@@ -358,13 +364,13 @@ impl Node {
         }
     }
 
-    fn start_scan(&mut self, now: Instant) {
+    pub(super) fn start_scan(&mut self, now: Instant) {
         self.state = State::Scanning;
         self.deadline = Some(now + self.config.timing.scan_timeout);
         let _ = self.push_action(Action::Scan);
     }
 
-    fn try_next_candidate(&mut self, now: Instant) {
+    pub(super) fn try_next_candidate(&mut self, now: Instant) {
         match self.candidates.get(self.cursor).cloned() {
             Some(candidate) => {
                 self.cursor += 1;
@@ -387,6 +393,10 @@ impl Node {
                 });
                 self.current = Some(candidate);
             }
+            None if self.take_quick_rescan() => {
+                self.current = None;
+                self.start_scan(now);
+            }
             None => {
                 self.current = None;
                 self.backoff_idle(now);
@@ -396,7 +406,7 @@ impl Node {
 
     fn backoff_idle(&mut self, now: Instant) {
         self.state = State::Idle;
-        let shift = self.backoff.min(MAX_BACKOFF_SHIFT);
+        let shift = self.backoff.min(self.backoff_cap(now, MAX_BACKOFF_SHIFT));
         self.backoff = self.backoff.saturating_add(1);
         let base = self.config.timing.retry_backoff.mul_div(1 << shift, 1);
         // Up to 25 % jitter so neighbours that lost the same parent spread out.
@@ -448,6 +458,9 @@ impl Node {
         };
         self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
+        self.quick_rescan = false;
+        self.lost_at = None;
+        self.schedule_refresh(now);
         self.push_event(Event::Connected);
         if self.grace_until.take().is_some() {
             // Children kept through the outage learn our (possibly new) path.
@@ -484,6 +497,7 @@ impl Node {
     /// the subtree re-forms elsewhere) and drop the children. Then try the remaining
     /// candidates.
     pub(super) fn lose_uplink(&mut self, now: Instant, why: &str) {
+        let depth = self.path.len();
         self.acks.session_lost();
         let grace = self.config.timing.uplink_grace;
         let keep = grace > Duration::ZERO && self.children().next().is_some();
@@ -507,7 +521,7 @@ impl Node {
             self.drop_children();
         }
         self.leave_uplink();
-        self.try_next_candidate(now);
+        self.recover_uplink(now, depth);
     }
 
     /// Closes whatever uplink we have, and forgets the path.

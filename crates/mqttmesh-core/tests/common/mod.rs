@@ -41,6 +41,7 @@ pub fn short_timing() -> Timing {
         retry_backoff: Duration::from_millis(500),
         mqtt_keepalive: Duration::from_secs(10),
         uplink_grace: Duration::ZERO,
+        candidate_refresh: Duration::ZERO,
     }
 }
 

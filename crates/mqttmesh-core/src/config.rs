@@ -380,6 +380,11 @@ const OUTBOX_RANGE: &str = "must be 1..=8";
 const GRACE_ORDER: &str = "uplink_grace must be at most 10 times link_timeout";
 const TIMING_ZERO: &str = "every duration must be non-zero";
 const KEEPALIVE_ORDER: &str = "keepalive_interval must be shorter than link_timeout";
+const REFRESH_FLOOR: &str =
+    "candidate_refresh must be zero (background scans off) or at least 2 s (a scan takes about that long)";
+/// Shortest non-zero [`Timing::candidate_refresh`]: an ESP32 scan of all channels
+/// takes about 2 s, so anything shorter would keep the radio scanning.
+pub const MIN_CANDIDATE_REFRESH: Duration = Duration::from_secs(2);
 
 /// Builds a [`Config`]; setters take `&str` and the first problem is reported by
 /// [`Builder::build`]. Setters are chainable (`self -> Self`).
@@ -713,6 +718,9 @@ fn validate_timing(t: &Timing) -> Result<(), ConfigError> {
     // unbounded one would strand a subtree behind a relay that never recovers.
     if t.uplink_grace > t.link_timeout.mul_div(10, 1) {
         return Err(ConfigError::new(Field::Timing, GRACE_ORDER));
+    }
+    if t.candidate_refresh != Duration::ZERO && t.candidate_refresh < MIN_CANDIDATE_REFRESH {
+        return Err(ConfigError::new(Field::Timing, REFRESH_FLOOR));
     }
     Ok(())
 }

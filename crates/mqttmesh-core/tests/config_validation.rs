@@ -429,3 +429,22 @@ fn outbox_len_and_uplink_grace_are_bounded() {
     };
     assert_eq!(field_of(base().timing(endless)), Field::Timing);
 }
+
+#[test]
+fn background_scans_are_off_or_at_least_two_seconds_apart() {
+    let with = |refresh| Timing {
+        candidate_refresh: refresh,
+        ..Timing::default()
+    };
+    assert!(base().timing(with(Duration::ZERO)).build().is_ok(), "off");
+    assert!(base()
+        .timing(with(mqttmesh_core::config::MIN_CANDIDATE_REFRESH))
+        .build()
+        .is_ok());
+    let err = base()
+        .timing(with(Duration::from_millis(500)))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, Field::Timing);
+    assert!(err.to_string().contains("candidate_refresh"), "{err}");
+}

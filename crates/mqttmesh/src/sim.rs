@@ -260,7 +260,11 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
-    faults_real::check(&faults, n, matches!(started, Started::Mosquitto(_)))?;
+    faults_real::check(
+        &faults,
+        &spec.placement,
+        matches!(started, Started::Mosquitto(_)),
+    )?;
     let mut faults = faults_real::RealFaults::new(faults, args.seed);
     let mut router_up = true;
     let mut mesh = Mesh::start(spec).await.context("cannot start the nodes")?;

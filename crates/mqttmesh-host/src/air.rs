@@ -23,6 +23,7 @@ pub struct Air {
     loss: AtomicU64,
     /// Per-hop latency, nanoseconds.
     hop_latency_ns: AtomicU64,
+    resent: AtomicU64,
     next_link: AtomicU64,
     links: Mutex<HashMap<u64, LinkEnd>>,
 }
@@ -68,6 +69,7 @@ impl Air {
         let air = Arc::new(Air {
             loss: AtomicU64::new(0),
             hop_latency_ns: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
             next_link: AtomicU64::new(0),
             links: Mutex::new(HashMap::new()),
         });
@@ -90,6 +92,16 @@ impl Air {
             0.0
         };
         self.loss.store(p.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Frames lost on the air and resent so far, over every link.
+    pub fn resent(&self) -> u64 {
+        self.resent.load(Ordering::Relaxed)
+    }
+
+    /// A link writer lost a frame (and resends it).
+    pub(crate) fn count_resent(&self) {
+        self.resent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Latency every frame takes on a mesh hop.

@@ -235,6 +235,7 @@ impl Tasks {
                 let loss = air.loss();
                 if loss > 0.0 && rng.unit() < loss {
                     at += timing.retransmit_delay;
+                    air.count_resent();
                 }
                 at
             };

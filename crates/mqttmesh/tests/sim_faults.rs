@@ -252,7 +252,10 @@ fn real_socket_cut_loss_latency_and_move_heal_with_nothing_lost() {
     );
     let node_list = report["node_list"].as_array().expect("a node list");
     let moved = &node_list[4];
-    assert_eq!(moved["parent"], "router", "the moved node joins the router: {report}");
+    assert_eq!(
+        moved["parent"], "router",
+        "the moved node joins the router: {report}"
+    );
     assert_eq!(
         report["messages"]["published"], report["messages"]["delivered"],
         "{report}"

@@ -422,7 +422,8 @@ impl Radio {
         self.disassociate(node);
     }
 
-    /// Moves node `node` to `to` (positional placements only; `false` for a graph).
+    /// Moves node `node` to `to` (positional placements only: `None` for a graph or an
+    /// unknown node).
     /// Later scans see the new RSSIs; what it no longer hears is lost silently, as on
     /// a real radio (and as the virtual simulator's `World::move_node` does): its
     /// router association, and its links and associations with nodes out of range.
@@ -530,6 +531,21 @@ mod tests {
         assert!(r.rssi(0, 2).is_none());
         assert_eq!(r.scan(0).len(), 1);
         assert!(r.scan(2).is_empty());
+    }
+
+    #[test]
+    fn a_move_changes_rssi_and_ends_what_is_out_of_range() {
+        let r = radio();
+        let bssid = r.router().bssid;
+        assert!(r.associate(0, bssid, "routerpass").is_ok());
+        assert_eq!(r.move_node(1, (5.0, 0.0)), Some(Moved::default()));
+        assert_eq!(r.position(1), Some((5.0, 0.0)));
+        assert!(r.rssi_router(1).is_some(), "later scans see the router");
+        let moved = r.move_node(0, (500.0, 0.0)).expect("positional");
+        assert!(moved.lost_router);
+        assert!(!r.broker_reachable(0), "the association ended");
+        assert!(r.scan(0).is_empty());
+        assert_eq!(r.move_node(9, (0.0, 0.0)), None, "no such node");
     }
 
     #[test]

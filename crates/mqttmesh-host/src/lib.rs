@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod air;
 pub mod app;
 pub mod broker;
 pub mod flash;

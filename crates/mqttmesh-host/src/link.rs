@@ -4,10 +4,16 @@
 //! the node's uplink and its AP), and, when it is "lost", after a resend delay, as TCP
 //! over a lossy hop would deliver it.
 //!
+//! Loss and hop latency are read from the shared [`Air`] per frame, so faults can change
+//! them while links run; a link the air marks broken (a `cut`, or a node moving out of
+//! range) silently drops everything both ways, and its reader reports no close: only
+//! the nodes' keep-alives notice, as in the virtual simulator.
+//!
 //! A link is plain TCP or, with mesh TLS on, TLS over TCP ([`crate::meshtls`]); the
 //! handshake is done before the stream gets here.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
 
+use crate::air::{Air, LinkTicket};
 use crate::meshtls::{HandshakeError, MeshTls};
 use crate::radio::Timing;
 use crate::runtime::Input;
@@ -89,6 +96,8 @@ pub(crate) struct LinkHandle {
     pub gen: u64,
     tx: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
     reader: JoinHandle<()>,
+    /// Unregisters the link from the air when the node gives it up.
+    _ticket: Option<LinkTicket>,
 }
 
 impl LinkHandle {
@@ -104,21 +113,44 @@ impl Drop for LinkHandle {
     }
 }
 
-/// Starts the tasks of a link over `stream`.
+/// Where a link runs: its node's radio and the shared air.
+pub(crate) struct Medium {
+    /// The node's index in the radio world.
+    pub owner: usize,
+    pub timing: Timing,
+    pub airtime: Arc<Airtime>,
+    pub air: Arc<Air>,
+}
+
+/// Starts the tasks of a link over `stream`, registered with the air.
 pub(crate) fn spawn(
     link: LinkId,
     gen: u64,
     stream: LinkStream,
-    timing: Timing,
-    airtime: Arc<Airtime>,
+    medium: Medium,
     seed: u64,
     inputs: mpsc::UnboundedSender<Input>,
 ) -> LinkHandle {
+    let tcp = match &stream {
+        LinkStream::Plain(tcp) => tcp,
+        LinkStream::Tls(tls) => tls.get_ref().0,
+    };
+    let ticket = match (tcp.local_addr(), tcp.peer_addr()) {
+        (Ok(local), Ok(peer)) => Some(medium.air.register(medium.owner, link, local, peer)),
+        // The peer is already gone: the reader will see the close at once.
+        _ => None,
+    };
+    let broken = ticket
+        .as_ref()
+        .map_or_else(|| Arc::new(AtomicBool::new(false)), LinkTicket::broken);
     let tasks = Tasks {
         link,
         gen,
-        timing,
-        airtime,
+        timing: medium.timing,
+        airtime: medium.airtime,
+        air: medium.air,
+        broken,
+        ticket,
         seed,
         inputs,
     };
@@ -143,6 +175,9 @@ struct Tasks {
     gen: u64,
     timing: Timing,
     airtime: Arc<Airtime>,
+    air: Arc<Air>,
+    broken: Arc<AtomicBool>,
+    ticket: Option<LinkTicket>,
     seed: u64,
     inputs: mpsc::UnboundedSender<Input>,
 }
@@ -158,18 +193,25 @@ impl Tasks {
             gen,
             timing,
             airtime,
+            air,
+            broken,
+            ticket,
             seed,
             inputs,
         } = self;
+        let broken_rd = broken.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_BUF];
             loop {
                 match rd.read(&mut buf).await {
+                    // A broken link tells its node nothing, not even a close.
+                    Ok(0) | Err(_) if broken_rd.load(Ordering::Relaxed) => return,
                     Ok(0) | Err(_) => {
                         let _ = inputs.send(Input::LinkClosed(link, gen));
                         return;
                     }
+                    Ok(_) if broken_rd.load(Ordering::Relaxed) => {}
                     Ok(n) => {
                         if inputs
                             .send(Input::LinkData(link, gen, buf[..n].to_vec()))
@@ -184,13 +226,16 @@ impl Tasks {
         tokio::spawn(async move {
             let mut rng = SplitMix(seed);
             // When each frame may leave: after the hop latency, its air time on this
-            // node's radio, and a resend when it is "lost".
+            // node's radio, and a resend when it is "lost" (latency and loss as the
+            // air has them now: faults change them).
             let mut due = |queued: Instant, frame: &[u8]| {
                 let on_air = frame.len() + overhead;
-                let mut at = (queued + timing.hop_latency)
-                    .max(airtime.reserve(on_air, timing.bandwidth_bps));
-                if timing.loss > 0.0 && rng.unit() < timing.loss {
+                let mut at =
+                    (queued + air.hop_latency()).max(airtime.reserve(on_air, timing.bandwidth_bps));
+                let loss = air.loss();
+                if loss > 0.0 && rng.unit() < loss {
                     at += timing.retransmit_delay;
+                    air.count_resent();
                 }
                 at
             };
@@ -227,6 +272,11 @@ impl Tasks {
                     }
                     out.extend_from_slice(&frame);
                 }
+                if broken.load(Ordering::Relaxed) {
+                    // Lost on a broken link: nothing reaches the peer.
+                    out.clear();
+                    continue;
+                }
                 // TLS buffers records until flushed; for TCP the flush is a no-op.
                 if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                     return;
@@ -235,7 +285,12 @@ impl Tasks {
             }
             let _ = wr.shutdown().await;
         });
-        LinkHandle { gen, tx, reader }
+        LinkHandle {
+            gen,
+            tx,
+            reader,
+            _ticket: ticket,
+        }
     }
 }
 

@@ -276,6 +276,38 @@ impl Mesh {
         }
     }
 
+    /// Silently breaks every link between nodes `a` and `b` (see [`crate::air`]): both
+    /// keep believing they are linked until their keep-alives notice. How many link
+    /// ends it broke (0: they had no link).
+    pub fn cut(&self, a: usize, b: usize) -> usize {
+        self.radio.air().cut(a, b)
+    }
+
+    /// Moves node `i` to `(x, y)` metres (positional placements; `None` for a graph):
+    /// later scans see the new RSSIs, and whatever it no longer hears is lost as on a
+    /// real radio: the router (its broker connection drops at once, as its association
+    /// takes the TCP connection with it) and links with nodes out of range (broken
+    /// silently; keep-alives notice).
+    pub fn move_node(&self, i: usize, x: f64, y: f64) -> Option<crate::radio::Moved> {
+        let moved = self.radio.move_node(i, (x, y))?;
+        if moved.lost_router {
+            self.nodes[i].control(Control::RouterLost);
+        }
+        Some(moved)
+    }
+
+    /// Sets the probability that a mesh frame is lost on the air (and resent after
+    /// the timing's `retransmit_delay`), for every link from now on.
+    pub fn set_loss(&self, p: f64) {
+        self.radio.air().set_loss(p);
+    }
+
+    /// Sets the per-hop latency of every mesh frame queued from now on (frames on a
+    /// link stay in order).
+    pub fn set_hop_latency(&self, d: Duration) {
+        self.radio.air().set_hop_latency(d);
+    }
+
     /// Stops or resumes the demo app's publications on every node.
     pub fn set_publishing(&self, on: bool) {
         for n in &self.nodes {

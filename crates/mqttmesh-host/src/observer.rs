@@ -176,6 +176,14 @@ impl Observer {
             .map_or(0, |s| s.len() as u64)
     }
 
+    /// How many of node `id`'s counter messages numbered in `seqs` were not seen.
+    pub fn missing_from(&self, id: &str, seqs: std::ops::Range<u64>) -> u64 {
+        let st = lock(&self.state);
+        let seen = st.counters.get(id);
+        seqs.filter(|s| !seen.is_some_and(|set| set.contains(s)))
+            .count() as u64
+    }
+
     /// Counter messages seen more than once.
     pub fn duplicates(&self) -> u64 {
         lock(&self.state).duplicates

@@ -8,13 +8,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use heapless::String as HString;
 use mqttmesh_core::node::AssocError;
 use mqttmesh_core::uplink::ScanEntry;
 use mqttmesh_core::Mac;
+
+use crate::air::Air;
 
 /// Radio propagation model.
 #[derive(Clone, Copy, Debug)]
@@ -177,9 +179,21 @@ struct State {
 pub struct Radio {
     model: Model,
     timing: Timing,
-    placement: Placement,
+    placement: RwLock<Placement>,
     router: Router,
     state: Mutex<State>,
+    air: Arc<Air>,
+}
+
+/// What a node lost by moving ([`Radio::move_node`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// It was on the router and no longer hears it: its association ended (its broker
+    /// connection must go with it).
+    pub lost_router: bool,
+    /// Nodes it had links with and no longer hears: those links were broken silently
+    /// and the association between the two ended.
+    pub lost_peers: Vec<usize>,
 }
 
 impl Radio {
@@ -188,18 +202,25 @@ impl Radio {
         Radio {
             model,
             timing,
-            placement,
+            placement: RwLock::new(placement),
             router,
             state: Mutex::new(State {
                 router_up: true,
                 ..State::default()
             }),
+            air: Air::new(timing.loss, timing.hop_latency),
         }
     }
 
-    /// Timing profile.
+    /// Timing profile (as configured; faults change the loss and hop latency of the
+    /// [`Radio::air`] in use).
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The air between nodes now: loss, hop latency and the open links.
+    pub fn air(&self) -> &Arc<Air> {
+        &self.air
     }
 
     /// The router.
@@ -209,12 +230,24 @@ impl Radio {
 
     /// Number of node slots.
     pub fn len(&self) -> usize {
-        self.placement.len()
+        self.placement().len()
     }
 
     /// Whether the world has no nodes.
     pub fn is_empty(&self) -> bool {
-        self.placement.is_empty()
+        self.placement().is_empty()
+    }
+
+    fn placement(&self) -> std::sync::RwLockReadGuard<'_, Placement> {
+        self.placement.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where node `node` stands (positional placements only).
+    pub fn position(&self, node: usize) -> Option<(f64, f64)> {
+        match &*self.placement() {
+            Placement::Positions { nodes, .. } => nodes.get(node).copied(),
+            Placement::Graph { .. } => None,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -224,7 +257,7 @@ impl Radio {
 
     /// RSSI at which node `node` hears the router, if at all.
     pub fn rssi_router(&self, node: usize) -> Option<i8> {
-        let r = match &self.placement {
+        let r = match &*self.placement() {
             Placement::Positions { router, nodes } => {
                 self.model.rssi(dist(*router, *nodes.get(node)?))
             }
@@ -238,7 +271,7 @@ impl Radio {
         if a == b {
             return None;
         }
-        let r = match &self.placement {
+        let r = match &*self.placement() {
             Placement::Positions { nodes, .. } => {
                 self.model.rssi(dist(*nodes.get(a)?, *nodes.get(b)?))
             }
@@ -389,6 +422,41 @@ impl Radio {
         self.disassociate(node);
     }
 
+    /// Moves node `node` to `to` (positional placements only: `None` for a graph or an
+    /// unknown node).
+    /// Later scans see the new RSSIs; what it no longer hears is lost silently, as on
+    /// a real radio (and as the virtual simulator's `World::move_node` does): its
+    /// router association, and its links and associations with nodes out of range.
+    /// The caller drops the broker session when [`Moved::lost_router`].
+    pub fn move_node(&self, node: usize, to: (f64, f64)) -> Option<Moved> {
+        {
+            let mut placement = self.placement.write().unwrap_or_else(|e| e.into_inner());
+            match &mut *placement {
+                Placement::Positions { nodes, .. } => *nodes.get_mut(node)? = to,
+                Placement::Graph { .. } => return None,
+            }
+        }
+        let mut moved = Moved::default();
+        let mut state = self.state();
+        if state.assoc.get(&node) == Some(&Assoc::Router) && self.rssi_router(node).is_none() {
+            state.assoc.remove(&node);
+            moved.lost_router = true;
+        }
+        for peer in self.air.peers(node) {
+            if self.rssi(node, peer).is_some() {
+                continue;
+            }
+            self.air.cut(node, peer);
+            moved.lost_peers.push(peer);
+            for (station, owner) in [(node, peer), (peer, node)] {
+                if state.assoc.get(&station) == Some(&Assoc::Ap(owner)) {
+                    release(&mut state, station);
+                }
+            }
+        }
+        Some(moved)
+    }
+
     /// Takes the router down or brings it back. Down: every router association ends.
     pub fn set_router_up(&self, up: bool) {
         let mut state = self.state();
@@ -463,6 +531,21 @@ mod tests {
         assert!(r.rssi(0, 2).is_none());
         assert_eq!(r.scan(0).len(), 1);
         assert!(r.scan(2).is_empty());
+    }
+
+    #[test]
+    fn a_move_changes_rssi_and_ends_what_is_out_of_range() {
+        let r = radio();
+        let bssid = r.router().bssid;
+        assert!(r.associate(0, bssid, "routerpass").is_ok());
+        assert_eq!(r.move_node(1, (5.0, 0.0)), Some(Moved::default()));
+        assert_eq!(r.position(1), Some((5.0, 0.0)));
+        assert!(r.rssi_router(1).is_some(), "later scans see the router");
+        let moved = r.move_node(0, (500.0, 0.0)).expect("positional");
+        assert!(moved.lost_router);
+        assert!(!r.broker_reachable(0), "the association ended");
+        assert!(r.scan(0).is_empty());
+        assert_eq!(r.move_node(9, (0.0, 0.0)), None, "no such node");
     }
 
     #[test]

@@ -464,15 +464,13 @@ impl Driver {
     fn attach(&mut self, link: LinkId, stream: LinkStream) {
         let gen = self.next_gen();
         let seed = self.spec.seed ^ gen;
-        let handle = link::spawn(
-            link,
-            gen,
-            stream,
-            self.radio.timing(),
-            self.airtime.clone(),
-            seed,
-            self.inputs.clone(),
-        );
+        let medium = link::Medium {
+            owner: self.spec.index,
+            timing: self.radio.timing(),
+            airtime: self.airtime.clone(),
+            air: self.radio.air().clone(),
+        };
+        let handle = link::spawn(link, gen, stream, medium, seed, self.inputs.clone());
         self.links.insert(link, handle);
     }
 

@@ -44,8 +44,11 @@ pub struct VirtualFlags {
     /// `cut node=<N|relay>` (its parent link), `router-down for=<time>`,
     /// `broker-restart [for=<time>]`, `loss p=<0..1> [for=<time>]`,
     /// `latency ms=<ms> [for=<time>]`, `move node=<N|relay> x=<m> y=<m>`; times like
-    /// 30s, 500ms, 2m. The report gives each fault's heal time, messages lost and
-    /// duplicates.
+    /// 30s, 500ms, 2m. Every kind works in both sims (real-socket: broker-restart needs
+    /// --broker mosquitto; move needs a positional topology). `loss` resends frames late,
+    /// as TCP would; `latency` replaces the per-hop latency; `cut` and `move` out of
+    /// range silence links without telling either end. The report gives each fault's
+    /// heal time, messages lost and duplicates.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
     /// A scenario file: one --fault spec per line, `#` comments.
@@ -260,7 +263,11 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         firmware_ids: Vec::new(),
     };
     let n = spec.placement.len();
-    faults_real::check(&faults, n, matches!(started, Started::Mosquitto(_)))?;
+    faults_real::check(
+        &faults,
+        &spec.placement,
+        matches!(started, Started::Mosquitto(_)),
+    )?;
     let mut faults = faults_real::RealFaults::new(faults, args.seed);
     let mut router_up = true;
     let mut mesh = Mesh::start(spec).await.context("cannot start the nodes")?;

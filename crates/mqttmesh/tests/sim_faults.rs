@@ -1,6 +1,7 @@
 //! `mqttmesh sim --virtual` and `--fault`: the virtual-time run reports like the
 //! real-socket one and is byte-for-byte reproducible; every fault kind heals in virtual
-//! time; a relay crash and a router outage heal in the real-socket sim too.
+//! time; in the real-socket sim a relay crash, a router outage, a broker restart, a cut
+//! link, frame loss, added latency and a move heal too.
 
 mod common;
 
@@ -208,5 +209,55 @@ fn real_socket_mosquitto_restart_heals_and_the_count_goes_on() {
     assert!(
         delivered + 12 >= published,
         "published {published}, delivered {delivered}"
+    );
+}
+
+#[test]
+fn real_socket_cut_loss_latency_and_move_heal_with_nothing_lost() {
+    let dir = TempDir::new("real-air-faults");
+    let file = dir.path("faults.txt");
+    // A line of 5: node i hangs below node i - 1. Node 4 moves next to the router.
+    fs::write(
+        &file,
+        "at=3s cut node=relay\n\
+         at=6s loss p=0.3 for=1500ms\n\
+         at=9s latency ms=80 for=1500ms\n\
+         at=12s move node=4 x=10 y=0\n",
+    )
+    .expect("write the scenario");
+    let file_arg = file.to_str().expect("utf-8 temp path");
+    let (run, report, _) = sim(
+        &dir,
+        "air",
+        &[
+            "--nodes",
+            "5",
+            "--topology",
+            "line",
+            "--profile",
+            "fast",
+            "--publish-interval",
+            "0.2",
+            "--faults",
+            file_arg,
+        ],
+    );
+    assert_healed(&report, &run, 4);
+    for f in report["faults"].as_array().into_iter().flatten() {
+        assert_eq!(f["messages_lost"], 0, "{f}\n{}", run.context());
+    }
+    assert!(
+        report["faults"][0]["node"].is_string(),
+        "the cut hit a relay below the root: {report}"
+    );
+    let node_list = report["node_list"].as_array().expect("a node list");
+    let moved = &node_list[4];
+    assert_eq!(
+        moved["parent"], "router",
+        "the moved node joins the router: {report}"
+    );
+    assert_eq!(
+        report["messages"]["published"], report["messages"]["delivered"],
+        "{report}"
     );
 }

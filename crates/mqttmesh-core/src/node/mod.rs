@@ -32,6 +32,7 @@ mod children;
 mod io;
 mod outbox;
 mod parent;
+mod rebalance;
 mod routes;
 mod uplink;
 
@@ -56,6 +57,7 @@ pub use io::{
     MAX_OTA_COMMAND,
 };
 pub use outbox::{INFLIGHT_LEN, RECENT_LEN};
+pub use rebalance::{ASK_INTERVAL, FULL_FOR, KNOCK_PENALTY, MAX_MOVES, MOVE_INTERVAL};
 pub use routes::ROUTES_LEN;
 pub use uplink::{AssocError, State};
 
@@ -164,6 +166,8 @@ pub struct Node {
     /// While recovering from an uplink loss with children kept (or while held by our
     /// parent): when the grace period ends.
     grace_until: Option<Instant>,
+    /// Re-balancing: knocks, `MakeRoom` requests and moves.
+    rebalance: rebalance::Rebalance,
 
     /// The latest time handed in (the application's `publish` has no clock).
     now: Instant,
@@ -229,6 +233,7 @@ impl Node {
             ap_open: false,
             ap_up: false,
             grace_until: None,
+            rebalance: rebalance::Rebalance::default(),
             now,
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),

@@ -72,7 +72,7 @@ impl core::error::Error for AssocError {}
 impl Node {
     /// A scan finished with these access points.
     pub fn handle_scan_done(&mut self, now: Instant, entries: &[ScanEntry]) {
-        if self.state != State::Scanning {
+        if self.rebalance_scan_done(now, entries) || self.state != State::Scanning {
             return;
         }
         self.penalties.retain(|(_, until)| *until > now);
@@ -87,6 +87,11 @@ impl Node {
             Level::Debug,
             format_args!("scan: {} APs, {n} candidates", entries.len()),
         );
+        self.rebalance.knocking = false;
+        if n == 0 && self.knock(now, entries) {
+            self.try_next_candidate(now);
+            return;
+        }
         if n == 0 {
             // Nothing to join yet (our would-be parent may still be forming): look again
             // soon, without the exponential backoff meant for candidates that fail.
@@ -123,7 +128,13 @@ impl Node {
                     Level::Info,
                     format_args!("associate {} failed: {e}", candidate.bssid),
                 );
-                self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                if self.rebalance.knocking {
+                    // Knocked on a full AP (re-balancing): look again soon, elsewhere.
+                    self.backoff = 0;
+                    self.penalize(now, candidate.bssid, super::KNOCK_PENALTY);
+                } else {
+                    self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
+                }
                 self.fail_candidate(now);
             }
             Ok(ip) => {

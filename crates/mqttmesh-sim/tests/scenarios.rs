@@ -157,5 +157,7 @@ mod formation;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
+#[path = "scenarios/rebalance.rs"]
+mod rebalance;
 #[path = "scenarios/scale.rs"]
 mod scale;

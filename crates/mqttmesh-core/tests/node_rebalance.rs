@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mqttmesh_core::node::{ASK_INTERVAL, FULL_FOR, KNOCK_PENALTY, MOVE_INTERVAL};
+use mqttmesh_core::node::{ASK_INTERVAL, FULL_FOR, MOVE_INTERVAL};
 
 const OTHER_PARENT_ID: &str = "000002";
 const DEEP_CHIP: u32 = 0x000003;
@@ -250,8 +250,21 @@ fn a_starved_node_knocks_on_full_aps_in_turn_and_joins_once_one_has_room() {
         .handle_associated(h.now, second, Err(mqttmesh_core::node::AssocError::Full));
     h.drain();
 
-    // The first AP made room: its beacon shows a free slot, the node joins it.
-    h.now = knocked_at + KNOCK_PENALTY;
+    // Both knocked: the next scan finds nothing to knock on and waits as usual.
+    for _ in 0..3 {
+        h.step();
+        if h.asked(&Action::Scan) {
+            break;
+        }
+    }
+    h.clear();
+    h.node.handle_scan_done(h.now, &full);
+    h.drain();
+    assert_eq!(h.associating_with(), None, "both rest");
+    assert_eq!(h.counters().rebalance_knocks, 2);
+
+    // The first AP made room: its beacon shows a free slot, the node joins it at once
+    // (a knock is no penalty).
     for _ in 0..5 {
         h.step();
         if h.asked(&Action::Scan) {

@@ -7,9 +7,11 @@
 //! 1. **Knock** (the starved node): a scan that yields no candidate but hears genuine
 //!    mesh APs announcing no free slot tries the best of them anyway. The association
 //!    fails ("AP full"), and the AP's runtime tells its node
-//!    ([`Node::handle_station_refused`]). The knocked AP is kept out of the next knocks
-//!    for [`KNOCK_PENALTY`] (so knocks go round the full APs), and the backoff does
-//!    not grow: the node looks again about every `retry_backoff`.
+//!    ([`Node::handle_station_refused`]). The knocked AP is left out of the next knocks
+//!    for [`KNOCK_REST`] (so knocks go round all the full APs in range, up to
+//!    [`KNOCKED_LEN`]), but not out of the ranking: the moment it announces a free
+//!    slot, it is an ordinary candidate. The backoff does not grow: the node looks
+//!    again about every `retry_backoff`.
 //! 2. **Ask** (the full parent): a station refused while all `max_children` slots
 //!    have been joined for at least [`FULL_FOR`] (not a join race of formation)
 //!    makes the parent send `MakeRoom` to one joined child, round robin, at most once
@@ -34,13 +36,17 @@ use crate::link::{Frame, Reason};
 use crate::time::{Duration, Instant};
 use crate::uplink::{self, Candidate, Kind, ScanEntry, DEPTH_PENALTY_DB};
 
+use heapless::Vec;
+
 /// How long a knocked (full) AP is left out of the next knocks.
-pub const KNOCK_PENALTY: Duration = Duration::from_secs(5);
+pub const KNOCK_REST: Duration = Duration::from_secs(30);
+/// Most recently knocked APs remembered.
+pub const KNOCKED_LEN: usize = 16;
 /// How long a parent must have been full before a refused station makes it ask a
 /// child to move (joins racing for the last slot during formation do not).
 pub const FULL_FOR: Duration = Duration::from_secs(10);
 /// Least time between two `MakeRoom` requests of one parent.
-pub const ASK_INTERVAL: Duration = Duration::from_secs(10);
+pub const ASK_INTERVAL: Duration = Duration::from_secs(5);
 /// Least time between two moves of one node.
 pub const MOVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Most moves of one node per boot.
@@ -51,6 +57,8 @@ pub const MAX_MOVES: u8 = 4;
 pub(super) struct Rebalance {
     /// Joiner: the current association attempt is a knock on a full AP.
     pub(super) knocking: bool,
+    /// Joiner: APs knocked on recently, and until when they rest.
+    knocked: Vec<(Mac, Instant), KNOCKED_LEN>,
     /// Parent: since when all `max_children` slots are joined.
     pub(super) full_since: Option<Instant>,
     /// Parent: when we last sent `MakeRoom`.
@@ -270,6 +278,7 @@ impl Node {
                 || self
                     .penalties
                     .iter()
+                    .chain(self.rebalance.knocked.iter())
                     .any(|(b, until)| *b == e.bssid && *until > now)
             {
                 continue;
@@ -296,6 +305,12 @@ impl Node {
             return false;
         };
         self.counters.rebalance_knocks += 1;
+        let knocked = &mut self.rebalance.knocked;
+        knocked.retain(|(b, until)| *until > now && *b != target.bssid);
+        if knocked.is_full() {
+            knocked.remove(0);
+        }
+        let _ = knocked.push((target.bssid, now + KNOCK_REST));
         self.log(
             Level::Debug,
             format_args!("only full APs in range: knocking on {}", target.bssid),

@@ -129,9 +129,9 @@ impl Node {
                     format_args!("associate {} failed: {e}", candidate.bssid),
                 );
                 if self.rebalance.knocking {
-                    // Knocked on a full AP (re-balancing): look again soon, elsewhere.
+                    // Knocked on a full AP (re-balancing): look again soon. Not
+                    // penalized: it is a candidate again as soon as it has room.
                     self.backoff = 0;
-                    self.penalize(now, candidate.bssid, super::KNOCK_PENALTY);
                 } else {
                     self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
                 }

@@ -57,7 +57,7 @@ fn a_full_parent_asks_one_child_at_a_time_and_only_after_being_full_a_while() {
     assert!(make_room_sent(&h).is_empty());
     assert_eq!(h.counters().stations_refused, 1);
 
-    h.now = h.now + FULL_FOR;
+    h.now += FULL_FOR;
     h.node.handle_station_refused(h.now, station(0x00BEEF));
     h.drain();
     let first = make_room_sent(&h);
@@ -67,13 +67,13 @@ fn a_full_parent_asks_one_child_at_a_time_and_only_after_being_full_a_while() {
     h.clear();
 
     // Rate limited.
-    h.now = h.now + Duration::from_secs(1);
+    h.now += Duration::from_secs(1);
     h.node.handle_station_refused(h.now, station(0x00BEEF));
     h.drain();
     assert!(make_room_sent(&h).is_empty());
 
     // A stranger's station does not count at all.
-    h.now = h.now + ASK_INTERVAL;
+    h.now += ASK_INTERVAL;
     h.node
         .handle_station_refused(h.now, Mac([0x10, 0x20, 0x30, 0x40, 0x50, 0x60]));
     h.drain();
@@ -93,7 +93,7 @@ fn a_full_parent_asks_one_child_at_a_time_and_only_after_being_full_a_while() {
 #[test]
 fn a_parent_with_a_free_slot_asks_nobody() {
     let (mut h, _, _) = parent();
-    h.now = h.now + FULL_FOR + ASK_INTERVAL;
+    h.now += FULL_FOR + ASK_INTERVAL;
     h.node.handle_station_refused(h.now, station(0x00BEEF));
     h.drain();
     assert!(make_room_sent(&h).is_empty());
@@ -144,7 +144,11 @@ fn a_child_moves_to_a_free_ap_no_deeper_than_its_parent_and_holds_its_own_childr
         "the old parent is told"
     );
     assert!(h.asked(&Action::CloseLink(LinkId::Parent)));
-    assert_eq!(h.sent_to(a), [Frame::Hold], "our child is held, not dropped");
+    assert_eq!(
+        h.sent_to(a),
+        [Frame::Hold],
+        "our child is held, not dropped"
+    );
     assert!(!h.asked(&Action::CloseAp));
     assert_eq!(h.associating_with(), Some(other));
     h.clear();
@@ -202,13 +206,16 @@ fn a_child_with_nowhere_better_to_go_stays() {
     let topic = format!("{OUT}{A}/probe");
     h.feed(a, &publish(&topic, b"ping"));
     assert!(
-        matches!(h.sent_to(LinkId::Parent).as_slice(), [Frame::Publish { .. }]),
+        matches!(
+            h.sent_to(LinkId::Parent).as_slice(),
+            [Frame::Publish { .. }]
+        ),
         "A's link still relays"
     );
     h.clear();
 
     // The limit on moves is per interval: after MOVE_INTERVAL a new request scans again.
-    h.now = h.now + MOVE_INTERVAL;
+    h.now += MOVE_INTERVAL;
     h.feed(LinkId::Parent, &encode(&Frame::MakeRoom));
     assert!(h.asked(&Action::Scan));
 }
@@ -221,7 +228,10 @@ fn a_starved_node_knocks_on_full_aps_in_turn_and_joins_once_one_has_room() {
     h.clear();
     let first = identity::ap_mac(PARENT_CHIP, mesh_key());
     let second = identity::ap_mac(OTHER_PARENT_CHIP, mesh_key());
-    let full = [entry(PARENT_CHIP, -40, 1, 0), entry(OTHER_PARENT_CHIP, -50, 1, 0)];
+    let full = [
+        entry(PARENT_CHIP, -40, 1, 0),
+        entry(OTHER_PARENT_CHIP, -50, 1, 0),
+    ];
     h.node.handle_scan_done(h.now, &full);
     h.drain();
     assert_eq!(h.associating_with(), Some(first), "knocks on the best");
@@ -275,9 +285,16 @@ fn a_starved_node_knocks_on_full_aps_in_turn_and_joins_once_one_has_room() {
     h.clear();
     h.node.handle_scan_done(
         h.now,
-        &[entry(PARENT_CHIP, -40, 1, 1), entry(OTHER_PARENT_CHIP, -50, 1, 0)],
+        &[
+            entry(PARENT_CHIP, -40, 1, 1),
+            entry(OTHER_PARENT_CHIP, -50, 1, 0),
+        ],
     );
     h.drain();
     assert_eq!(h.associating_with(), Some(first));
-    assert_eq!(h.counters().rebalance_knocks, 2, "an ordinary join, not a knock");
+    assert_eq!(
+        h.counters().rebalance_knocks,
+        2,
+        "an ordinary join, not a knock"
+    );
 }

@@ -149,7 +149,9 @@ impl World {
                 if j == ap {
                     continue;
                 }
-                let Some(other) = self.open_ap(j) else { continue };
+                let Some(other) = self.open_ap(j) else {
+                    continue;
+                };
                 if other.depth <= parent_ap.depth
                     && self.stations(j).len() < usize::from(other.max_children)
                     && self.hears(child, Endpoint::Node(j))

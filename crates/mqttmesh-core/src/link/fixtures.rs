@@ -93,7 +93,7 @@ const RESUME: &[u8] = &[
     0x04, b'R', b'O', b'O', b'T',
 ];
 
-pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 13] {
+pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 14] {
     [
         (join_request(), JOIN_REQUEST),
         (

@@ -114,7 +114,9 @@ impl Node {
                 self.counters.rebalance_asks += 1;
                 self.log(
                     Level::Info,
-                    format_args!("full and a station was refused: asking child {slot} to make room"),
+                    format_args!(
+                        "full and a station was refused: asking child {slot} to make room"
+                    ),
                 );
             }
             return;

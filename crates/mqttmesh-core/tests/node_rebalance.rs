@@ -129,8 +129,10 @@ fn a_child_moves_to_a_free_ap_no_deeper_than_its_parent_and_holds_its_own_childr
         h.now,
         &[
             entry(PARENT_CHIP, -40, 1, 0),
-            // Stronger, free, but deeper than our parent: could be in our subtree.
-            entry(DEEP_CHIP, -30, 2, 3),
+            // Stronger, free, but deeper than us: could be in our subtree.
+            entry(DEEP_CHIP, -30, 3, 3),
+            // Free at our own depth: only if nothing shallower has room.
+            entry(0x000004, -35, 2, 2),
             entry(OTHER_PARENT_CHIP, -60, 1, 1),
         ],
     );
@@ -194,7 +196,7 @@ fn a_child_with_nowhere_better_to_go_stays() {
         &[
             entry(PARENT_CHIP, -40, 1, 0),
             entry(OTHER_PARENT_CHIP, -50, 1, 0),
-            entry(DEEP_CHIP, -30, 2, 3),
+            entry(DEEP_CHIP, -30, 3, 3),
         ],
     );
     h.drain();

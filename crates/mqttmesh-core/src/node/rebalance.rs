@@ -18,8 +18,9 @@
 //!    per [`ASK_INTERVAL`].
 //! 3. **Move** (the child): it scans in the background (still online) and moves only
 //!    to a genuine mesh AP announcing a free slot and a depth no greater than its
-//!    current parent's: its own depth does not grow, and such an AP cannot be in its
-//!    own subtree (the join handshake still refuses a loop). It tells its parent
+//!    current parent's (its depth does not grow) or, when there is none, no greater
+//!    than its own (one level deeper). Such an AP cannot be in its own subtree, whose
+//!    nodes are all deeper than the child (the join handshake still refuses a loop). It tells its parent
 //!    `Leave { Going }` and re-joins through the ordinary uplink-loss path, so its
 //!    own children are held (`HOLD`/`RESUME`, grace period) and its unacknowledged
 //!    QoS 1 messages go again on the new path. A node moves at most once per
@@ -215,13 +216,14 @@ impl Node {
         true
     }
 
-    /// The best AP to move to: a genuine mesh AP with a free slot, no deeper than our
-    /// parent, not our parent, not penalized.
+    /// The best AP to move to: a genuine mesh AP with a free slot, not our parent, not
+    /// penalized, no deeper than our parent if possible, else at our own depth (never
+    /// deeper: our subtree's nodes are all deeper than us, so neither can be in it).
     fn room_elsewhere(&self, now: Instant, entries: &[ScanEntry]) -> Option<Candidate> {
         let parent_depth = self.path.len().checked_sub(1)?;
         let old = self.current.as_ref().map(|c| c.bssid);
         let own_chip = self.chip_id & 0x00FF_FFFF;
-        let mut best: Option<(i16, Candidate)> = None;
+        let mut best: Option<((bool, i16), Candidate)> = None;
         for e in entries.iter().take(uplink::MAX_SCAN) {
             let (Some(depth), Some(free)) = (e.depth, e.free) else {
                 continue;
@@ -231,7 +233,7 @@ impl Node {
             };
             if chip_id == own_chip
                 || free == 0
-                || usize::from(depth) > parent_depth
+                || usize::from(depth) > parent_depth + 1
                 || depth >= self.config.max_depth
                 || Some(e.bssid) == old
                 || self
@@ -241,7 +243,13 @@ impl Node {
             {
                 continue;
             }
-            let key = -i16::from(e.rssi) + i16::from(depth.saturating_sub(1)) * DEPTH_PENALTY_DB;
+            // Same depth as our parent or shallower first; our own depth (one level
+            // deeper for us) only when there is nothing else.
+            let deeper = usize::from(depth) > parent_depth;
+            let key = (
+                deeper,
+                -i16::from(e.rssi) + i16::from(depth.saturating_sub(1)) * DEPTH_PENALTY_DB,
+            );
             if best.as_ref().is_some_and(|(k, _)| *k <= key) {
                 continue;
             }

@@ -224,7 +224,7 @@ impl Node {
         let old = self.current.as_ref().map(|c| c.bssid);
         let own_chip = self.chip_id & 0x00FF_FFFF;
         let mut best: Option<((bool, i16), Candidate)> = None;
-        for e in entries.iter().take(uplink::MAX_SCAN) {
+        for e in entries {
             let (Some(depth), Some(free)) = (e.depth, e.free) else {
                 continue;
             };
@@ -275,7 +275,7 @@ impl Node {
     pub(super) fn knock(&mut self, now: Instant, entries: &[ScanEntry]) -> bool {
         let own_chip = self.chip_id & 0x00FF_FFFF;
         let mut best: Option<(i16, Candidate)> = None;
-        for e in entries.iter().take(uplink::MAX_SCAN) {
+        for e in entries {
             if e.free != Some(0) {
                 continue;
             }

@@ -32,6 +32,9 @@ pub struct Starved {
     pub full_aps: usize,
     /// Of `full_aps`, how many have at least one movable child.
     pub full_aps_movable: usize,
+    /// Re-balancing so far, summed over all nodes: knocks, `MakeRoom` requests, moves,
+    /// declined requests.
+    pub rebalancing: [u64; 4],
 }
 
 impl Starved {
@@ -48,11 +51,17 @@ impl Starved {
             "an offline node hears {:.1} open APs, {:.1} of them full",
             self.mean_heard, self.mean_full
         );
-        let _ = write!(
+        let _ = writeln!(
             s,
             "starved by full APs: {} hear a full AP with a child that could move; \
              full APs they hear: {}, {} with a movable child",
             self.with_movable_child, self.full_aps, self.full_aps_movable
+        );
+        let [knocks, asks, moves, declined] = self.rebalancing;
+        let _ = write!(
+            s,
+            "re-balancing (all nodes): {knocks} knocks, {asks} MakeRoom requests, \
+             {moves} moves, {declined} declined"
         );
         s
     }
@@ -121,6 +130,13 @@ impl World {
             out.mean_full = full_total as f64 / out.offline as f64;
         }
         out.full_aps = full_seen.len();
+        for slot in &self.nodes {
+            let c = slot.node.counters();
+            out.rebalancing[0] += c.rebalance_knocks;
+            out.rebalancing[1] += c.rebalance_asks;
+            out.rebalancing[2] += c.rebalance_moves;
+            out.rebalancing[3] += c.rebalance_declined;
+        }
         out.full_aps_movable = full_seen.values().filter(|&&m| m).count();
         out
     }

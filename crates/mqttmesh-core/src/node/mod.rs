@@ -57,7 +57,9 @@ pub use io::{
     MAX_OTA_COMMAND,
 };
 pub use outbox::{INFLIGHT_LEN, RECENT_LEN};
-pub use rebalance::{ASK_INTERVAL, FULL_FOR, KNOCKED_LEN, KNOCK_REST, MAX_MOVES, MOVE_INTERVAL};
+pub use rebalance::{
+    ASK_INTERVAL, FULL_FOR, KNOCKED_LEN, KNOCK_REST, MAX_MOVES, MOVE_INTERVAL, REPEAT_WINDOW,
+};
 pub use routes::ROUTES_LEN;
 pub use uplink::{AssocError, State};
 

@@ -12,10 +12,11 @@
 //!    [`KNOCKED_LEN`]), but not out of the ranking: the moment it announces a free
 //!    slot, it is an ordinary candidate. The backoff does not grow: the node looks
 //!    again about every `retry_backoff`.
-//! 2. **Ask** (the full parent): a station refused while all `max_children` slots
-//!    have been joined for at least [`FULL_FOR`] (not a join race of formation)
-//!    makes the parent send `MakeRoom` to one joined child, round robin, at most once
-//!    per [`ASK_INTERVAL`].
+//! 2. **Ask** (the full parent): a station refused a second time within
+//!    [`REPEAT_WINDOW`] (a starved node knocking again, not a node that raced for the
+//!    last slot with a stale beacon and joins elsewhere), while all `max_children`
+//!    slots have been joined for at least [`FULL_FOR`], makes the parent send
+//!    `MakeRoom` to one joined child, round robin, at most once per [`ASK_INTERVAL`].
 //! 3. **Move** (the child): it scans in the background (still online) and moves only
 //!    to a genuine mesh AP announcing a free slot and a depth no greater than its
 //!    current parent's (its depth does not grow) or, when there is none, no greater
@@ -40,12 +41,18 @@ use crate::uplink::{self, Candidate, Kind, ScanEntry, DEPTH_PENALTY_DB};
 use heapless::Vec;
 
 /// How long a knocked (full) AP is left out of the next knocks.
-pub const KNOCK_REST: Duration = Duration::from_secs(30);
+pub const KNOCK_REST: Duration = Duration::from_secs(10);
 /// Most recently knocked APs remembered.
 pub const KNOCKED_LEN: usize = 16;
 /// How long a parent must have been full before a refused station makes it ask a
 /// child to move (joins racing for the last slot during formation do not).
 pub const FULL_FOR: Duration = Duration::from_secs(10);
+/// A parent asks only for a station it turned away twice within this window: a
+/// starved node knocks again, a node that merely raced for the last slot (a stale
+/// beacon after a crash, during formation) joins elsewhere and does not come back.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+/// Refused stations a parent remembers.
+const REFUSED_LEN: usize = 4;
 /// Least time between two `MakeRoom` requests of one parent.
 pub const ASK_INTERVAL: Duration = Duration::from_secs(5);
 /// Least time between two moves of one node.
@@ -62,6 +69,8 @@ pub(super) struct Rebalance {
     knocked: Vec<(Mac, Instant), KNOCKED_LEN>,
     /// Parent: since when all `max_children` slots are joined.
     pub(super) full_since: Option<Instant>,
+    /// Parent: stations turned away recently, and when.
+    refused: Vec<(Mac, Instant), REFUSED_LEN>,
     /// Parent: when we last sent `MakeRoom`.
     last_ask: Option<Instant>,
     /// Parent: the child slot to ask next.
@@ -88,6 +97,16 @@ impl Node {
             return;
         }
         self.note_fullness(now);
+        let refused = &mut self.rebalance.refused;
+        refused.retain(|(_, at)| now < *at + REPEAT_WINDOW);
+        let again = refused.iter().any(|(m, _)| *m == station);
+        if !again {
+            if refused.is_full() {
+                refused.remove(0);
+            }
+            let _ = refused.push((station, now));
+            return;
+        }
         let Some(full_since) = self.rebalance.full_since else {
             return;
         };

@@ -499,7 +499,7 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
 /// A valid frame (or nothing, if the fuzzer's fields are refused by the encoder).
 fn frame(input: &mut Input<'_>) -> Vec<u8> {
     let payload = vec![0x5a; usize::from(input.byte().unwrap_or(0))];
-    match input.byte().unwrap_or(0) % 13 {
+    match input.byte().unwrap_or(0) % 14 {
         0 => {
             let flags = input.byte().unwrap_or(0);
             let mut bytes = encode(&Frame::JoinRequest(JoinRequest {
@@ -553,6 +553,7 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             id: input.u16(),
         }),
         11 => encode(&Frame::Hold),
+        13 => encode(&Frame::MakeRoom),
         12 => {
             let n = usize::from(input.byte().unwrap_or(0) % 4);
             let path = (0..n)

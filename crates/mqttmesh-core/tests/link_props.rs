@@ -44,6 +44,7 @@ enum Owned {
         id: u16,
     },
     Hold,
+    MakeRoom,
     Resume(Vec<String>),
     KeepAlive,
     KeepAliveAck,
@@ -97,6 +98,7 @@ impl Owned {
             Owned::Deliver { topic, payload } => Frame::Deliver { topic, payload },
             Owned::Ack { origin, id } => Frame::Ack { origin, id: *id },
             Owned::Hold => Frame::Hold,
+            Owned::MakeRoom => Frame::MakeRoom,
             Owned::Resume(ids) => Frame::Resume {
                 path: ids
                     .iter()
@@ -182,6 +184,7 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
         (topic(), payload()).prop_map(|(topic, payload)| Owned::Deliver { topic, payload }),
         (node_id(), any::<u16>()).prop_map(|(origin, id)| Owned::Ack { origin, id }),
         Just(Owned::Hold),
+        Just(Owned::MakeRoom),
         prop::collection::vec(node_id(), 0..=MAX_PATH).prop_map(Owned::Resume),
         Just(Owned::KeepAlive),
         Just(Owned::KeepAliveAck),

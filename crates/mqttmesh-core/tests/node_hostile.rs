@@ -105,6 +105,7 @@ fn allowed(joined: bool, frame: &Frame<'_>) -> bool {
         | Frame::Deliver { .. }
         | Frame::Ack { .. }
         | Frame::Hold
+        | Frame::MakeRoom
         | Frame::Resume { .. }
         | Frame::Challenge { .. }
         | Frame::Proof { .. } => false,

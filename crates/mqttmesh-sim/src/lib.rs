@@ -10,6 +10,7 @@ mod inspect;
 mod invariants;
 mod links;
 mod neighbours;
+mod starved;
 mod station;
 mod world;
 
@@ -23,6 +24,7 @@ pub use inspect::ROUTER_PARENT;
 pub use invariants::{Violation, SWEEP};
 pub use links::ProbeId;
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
+pub use starved::Starved;
 pub use world::{
     Received, World, FIRST_CHIP_ID, LOG_KEEP, ROUTER_BSSID, ROUTER_PASSWORD, ROUTER_SSID,
 };

@@ -77,6 +77,15 @@ impl World {
         };
         self.nodes[idx].node.handle_associated(now, bssid, answer);
         self.drain(idx);
+        if answer == Err(AssocError::Full) {
+            // The AP turned a station away for capacity: its node hears of it (what
+            // drives re-balancing).
+            if let Some(ap) = self.by_bssid.get(&bssid).copied() {
+                let station = self.nodes[idx].node.station_mac();
+                self.nodes[ap].node.handle_station_refused(now, station);
+                self.drain(ap);
+            }
+        }
     }
 
     /// Free child slots node `ap` announces in its beacon (`max_children` minus its

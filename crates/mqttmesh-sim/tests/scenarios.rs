@@ -160,5 +160,7 @@ mod heal;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
+#[path = "scenarios/rebalance.rs"]
+mod rebalance;
 #[path = "scenarios/scale.rs"]
 mod scale;

@@ -114,6 +114,10 @@ pub struct SimArgs {
     /// Give up waiting for formation after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     formation_timeout: u64,
+    /// Virtual time only: when the run ends, explain why offline nodes are offline
+    /// (APs they hear, how many are full, whether those APs' children could move).
+    #[arg(long)]
+    explain_offline: bool,
     /// Write a JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,

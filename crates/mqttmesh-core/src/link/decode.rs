@@ -132,6 +132,7 @@ impl<'a> Frame<'a> {
                 }
             }
             code::HOLD => Frame::Hold,
+            code::MAKE_ROOM => Frame::MakeRoom,
             code::RESUME => Frame::Resume {
                 path: Self::decode_path(&mut r)?,
             },

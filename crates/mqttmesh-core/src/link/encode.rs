@@ -74,6 +74,7 @@ impl Frame<'_> {
             Frame::KeepAlive => code::KEEPALIVE,
             Frame::KeepAliveAck => code::KEEPALIVE_ACK,
             Frame::Leave { .. } => code::LEAVE,
+            Frame::MakeRoom => code::MAKE_ROOM,
         }
     }
 
@@ -109,7 +110,7 @@ impl Frame<'_> {
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
             Frame::Ack { origin, .. } => 3usize.saturating_add(origin.len()),
-            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => 0,
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold | Frame::MakeRoom => 0,
         };
         fields.saturating_add(1)
     }
@@ -146,7 +147,8 @@ impl Frame<'_> {
             | Frame::JoinReject { .. }
             | Frame::Leave { .. }
             | Frame::KeepAlive
-            | Frame::KeepAliveAck => Ok(()),
+            | Frame::KeepAliveAck
+            | Frame::MakeRoom => Ok(()),
         }
     }
 
@@ -216,7 +218,7 @@ impl Frame<'_> {
                 w.str8(origin)?;
                 w.u16(*id)
             }
-            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold => Ok(()),
+            Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold | Frame::MakeRoom => Ok(()),
         }
     }
 }

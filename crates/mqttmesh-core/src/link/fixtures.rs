@@ -93,7 +93,7 @@ const RESUME: &[u8] = &[
     0x04, b'R', b'O', b'O', b'T',
 ];
 
-pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 13] {
+pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 14] {
     [
         (join_request(), JOIN_REQUEST),
         (
@@ -142,6 +142,7 @@ pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 13] {
             ACK,
         ),
         (Frame::Hold, &[0x00, 0x01, 0x13]),
+        (Frame::MakeRoom, &[0x00, 0x01, 0x31]),
         (
             Frame::Resume {
                 path: path(&["ROOT"]),

@@ -76,6 +76,9 @@ pub mod code {
     pub const KEEPALIVE_ACK: u8 = 0x21;
     /// Either way: orderly close, with a reason.
     pub const LEAVE: u8 = 0x30;
+    /// Parent → child: the parent is full and a joiner was refused; move to another
+    /// parent with a free slot if you can (re-balancing, `docs/PROTOCOL.md`).
+    pub const MAKE_ROOM: u8 = 0x31;
 }
 
 /// A node's path to the root: root first, the sender last.
@@ -238,6 +241,9 @@ pub enum Frame<'a> {
         /// Why.
         reason: Reason,
     },
+    /// Parent → child: the parent is full and refused a joiner; the child moves to
+    /// another parent with a free slot, no deeper than this one, if it hears one.
+    MakeRoom,
 }
 
 /// Why bytes are not a valid frame.

@@ -197,6 +197,7 @@ impl Node {
             format_args!("child {id} joined (slot {slot}, fw {:04X})", ch.firmware_id),
         );
         self.children[usize::from(slot)].state = ChildState::Joined { id };
+        self.note_fullness(self.now);
     }
 
     /// Why an authenticated child may not join, if it may not.
@@ -275,6 +276,7 @@ impl Node {
         };
         let state = core::mem::take(&mut child.state);
         self.routes.forget_slot(slot);
+        self.note_fullness(self.now);
         if let ChildState::Joined { id } = state {
             self.log(Level::Info, format_args!("child {id} lost"));
             if let Ok(topic) =

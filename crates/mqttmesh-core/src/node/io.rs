@@ -206,6 +206,16 @@ pub struct Counters {
     pub route_flooded: u64,
     /// Times this node kept its children through an uplink loss (grace period).
     pub holds: u64,
+    /// Scans that found only full APs, after which we tried one anyway (re-balancing).
+    pub rebalance_knocks: u64,
+    /// Mesh stations our AP turned away because it was full (reported by the runtime).
+    pub stations_refused: u64,
+    /// `MakeRoom` requests we sent to a child.
+    pub rebalance_asks: u64,
+    /// Times we moved to another parent to make room.
+    pub rebalance_moves: u64,
+    /// `MakeRoom` requests we declined (moved recently or too often, no usable AP).
+    pub rebalance_declined: u64,
 }
 
 /// Why a publication was refused.

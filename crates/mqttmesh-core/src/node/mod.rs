@@ -33,6 +33,7 @@ mod heal;
 mod io;
 mod outbox;
 mod parent;
+mod rebalance;
 mod routes;
 mod uplink;
 
@@ -58,6 +59,9 @@ pub use io::{
     MAX_OTA_COMMAND,
 };
 pub use outbox::{INFLIGHT_LEN, RECENT_LEN};
+pub use rebalance::{
+    ASK_INTERVAL, FULL_FOR, KNOCKED_LEN, KNOCK_REST, MAX_MOVES, MOVE_INTERVAL, REPEAT_WINDOW,
+};
 pub use routes::ROUTES_LEN;
 pub use uplink::{AssocError, State};
 
@@ -176,6 +180,8 @@ pub struct Node {
     quick_rescan: bool,
     /// When we last lost the uplink (cleared once online again).
     lost_at: Option<Instant>,
+    /// Re-balancing: knocks, `MakeRoom` requests and moves.
+    rebalance: rebalance::Rebalance,
 
     /// The latest time handed in (the application's `publish` has no clock).
     now: Instant,
@@ -246,6 +252,7 @@ impl Node {
             bg_scan: false,
             quick_rescan: false,
             lost_at: None,
+            rebalance: rebalance::Rebalance::default(),
             now,
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),

@@ -36,6 +36,9 @@ impl Node {
             (Stage::Joined | Stage::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
             (Stage::Joined | Stage::Held, Frame::Hold) => self.on_hold(now),
             (Stage::Held, Frame::Resume { path }) => self.on_resume(now, path),
+            (Stage::Joined, Frame::MakeRoom) => self.on_make_room(now),
+            // A held node has no uplink to move: the parent asks again later.
+            (Stage::Held, Frame::MakeRoom) => self.counters.rebalance_declined += 1,
             // Keep-alives only once joined: before that, only the next handshake frame.
             (Stage::Joined | Stage::Held, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Parent, &Frame::KeepAliveAck);
@@ -104,6 +107,7 @@ pub(super) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::KeepAlive => "KeepAlive",
         Frame::KeepAliveAck => "KeepAliveAck",
         Frame::Leave { .. } => "Leave",
+        Frame::MakeRoom => "MakeRoom",
     }
 }
 

@@ -73,9 +73,16 @@ impl Node {
     /// A scan finished with these access points.
     pub fn handle_scan_done(&mut self, now: Instant, entries: &[ScanEntry]) {
         if self.state != State::Scanning {
+            // While online: a background scan refreshes the cached candidates
+            // (healing), and one a `MakeRoom` request started may move us
+            // (re-balancing).
             self.on_background_scan(now, entries);
+            self.rebalance_scan_done(now, entries);
             return;
         }
+        // A re-balancing scan overtaken by an uplink loss: its result serves the scan
+        // we are in now.
+        self.rebalance_scan_overtaken();
         self.scanned_at = Some(now);
         self.penalties.retain(|(_, until)| *until > now);
         let own = self.ap_mac;
@@ -89,6 +96,11 @@ impl Node {
             Level::Debug,
             format_args!("scan: {} APs, {n} candidates", entries.len()),
         );
+        self.rebalance.knocking = false;
+        if n == 0 && self.knock(now, entries) {
+            self.try_next_candidate(now);
+            return;
+        }
         if n == 0 {
             // Nothing to join yet (our would-be parent may still be forming): look again
             // soon, without the exponential backoff meant for candidates that fail.
@@ -125,9 +137,14 @@ impl Node {
                     Level::Info,
                     format_args!("associate {} failed: {e}", candidate.bssid),
                 );
-                // An AP that was not there (its node crashed, or closed it to re-join)
-                // is not held against it: if the next scan sees it, it is back.
-                if e != AssocError::NotFound {
+                if self.rebalance.knocking {
+                    // Knocked on a full AP (re-balancing): look again soon. Not
+                    // penalized: it is a candidate again as soon as it has room.
+                    self.backoff = 0;
+                } else if e != AssocError::NotFound {
+                    // An AP that was not there (its node crashed, or closed it to
+                    // re-join) is not held against it: if the next scan sees it, it is
+                    // back.
                     self.penalize(now, candidate.bssid, PENALTY.mul_div(1, 3));
                 }
                 self.fail_candidate(now);

@@ -331,6 +331,9 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
             if formation.is_none() && args.duration.is_none() {
                 eprintln!("formation timed out after {} s", args.formation_timeout);
             }
+            if args.explain_offline {
+                eprintln!("{}", world.starved().text());
+            }
             break;
         }
     }

@@ -206,6 +206,11 @@ pub struct Counters {
     pub route_flooded: u64,
     /// Times this node kept its children through an uplink loss (grace period).
     pub holds: u64,
+    /// OTA messages not sent down a branch because no node there runs the target
+    /// firmware ID or has the target node ID (one per message and branch left out).
+    pub ota_filtered: u64,
+    /// Subtree announcements sent to the parent.
+    pub subtree_sent: u64,
 }
 
 /// Why a publication was refused.

@@ -33,6 +33,7 @@ mod io;
 mod outbox;
 mod parent;
 mod routes;
+mod subtree;
 mod uplink;
 
 use core::fmt::Write as _;
@@ -57,6 +58,7 @@ pub use io::{
 };
 pub use outbox::{INFLIGHT_LEN, RECENT_LEN};
 pub use routes::ROUTES_LEN;
+pub use subtree::{MAX_SUBTREE_FIRMWARE, MAX_SUBTREE_NODES, SUBTREE_DELAY};
 pub use uplink::{AssocError, State};
 
 /// Child link slots: `max_children` joined children plus one spare, so a surplus child
@@ -119,6 +121,8 @@ struct Child {
     since: Instant,
     last_rx: Instant,
     last_tx: Instant,
+    /// What the child announced about its subtree.
+    summary: subtree::Summary,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +174,12 @@ pub struct Node {
     outbox: outbox::Outbox,
     acks: outbox::Acks,
     routes: routes::Routes,
+    /// The parent's capability byte from its Challenge nonce.
+    parent_caps: u8,
+    /// When to send our subtree announcement.
+    subtree_at: Option<Instant>,
+    /// Digest of the last announcement sent to the current parent.
+    subtree_sent: Option<u64>,
 
     actions: Deque<Action, QUEUE_LEN>,
     transmits: Deque<Transmit, QUEUE_LEN>,
@@ -233,6 +243,9 @@ impl Node {
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),
             routes: routes::Routes::default(),
+            parent_caps: 0,
+            subtree_at: None,
+            subtree_sent: None,
             actions: Deque::new(),
             transmits: Deque::new(),
             events: Deque::new(),
@@ -500,6 +513,9 @@ impl Node {
         if let Some(t) = self.grace_until {
             consider(t);
         }
+        if let Some(t) = self.subtree_at {
+            consider(t);
+        }
         if matches!(self.state, State::Root | State::Mesh) {
             if let Some(t) = self.outbox.next_due() {
                 consider(t);
@@ -548,6 +564,9 @@ impl Node {
         if self.reassert_at.is_some_and(|t| t <= now) {
             self.reassert_at = None;
             self.reassert_online();
+        }
+        if self.subtree_at.is_some_and(|t| t <= now) {
+            self.on_subtree_timer();
         }
         self.check_parent_link(now);
         self.check_children(now);

@@ -22,8 +22,16 @@ impl Node {
                     parent_id,
                     tag,
                 },
-            ) => self.on_challenge(now, &nonce, parent_id, &tag),
-            (Stage::AwaitAccept, Frame::JoinAccept { path }) => self.on_join_accept(now, path),
+            ) => {
+                self.note_parent_caps(&nonce);
+                self.on_challenge(now, &nonce, parent_id, &tag)
+            }
+            (Stage::AwaitAccept, Frame::JoinAccept { path }) => {
+                self.on_join_accept(now, path);
+                if self.state == State::Mesh {
+                    self.on_attached(now);
+                }
+            }
             // A refusal may come before or after the challenge (version, not ready).
             (Stage::AwaitChallenge | Stage::AwaitAccept, Frame::JoinReject { reason }) => {
                 self.on_join_reject(now, reason)
@@ -35,7 +43,12 @@ impl Node {
             (Stage::Held, Frame::Deliver { .. }) => {}
             (Stage::Joined | Stage::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
             (Stage::Joined | Stage::Held, Frame::Hold) => self.on_hold(now),
-            (Stage::Held, Frame::Resume { path }) => self.on_resume(now, path),
+            (Stage::Held, Frame::Resume { path }) => {
+                self.on_resume(now, path);
+                if self.state == State::Mesh {
+                    self.on_attached(now);
+                }
+            }
             // Keep-alives only once joined: before that, only the next handshake frame.
             (Stage::Joined | Stage::Held, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Parent, &Frame::KeepAliveAck);
@@ -101,6 +114,7 @@ pub(super) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Ack { .. } => "Ack",
         Frame::Hold => "Hold",
         Frame::Resume { .. } => "Resume",
+        Frame::Subtree(_) => "Subtree",
         Frame::KeepAlive => "KeepAlive",
         Frame::KeepAliveAck => "KeepAliveAck",
         Frame::Leave { .. } => "Leave",

@@ -157,5 +157,7 @@ mod formation;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
+#[path = "scenarios/ota_routing.rs"]
+mod ota_routing;
 #[path = "scenarios/scale.rs"]
 mod scale;

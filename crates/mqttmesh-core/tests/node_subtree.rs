@@ -88,9 +88,16 @@ fn mesh_child_of(caps: u8) -> Harness {
 fn a_joined_node_announces_itself_to_a_parent_that_asks() {
     let mut h = mesh_child_of(CAP_SUBTREE);
     assert!(h.node.parent_takes_subtree());
-    let s = next_announcement(&mut h);
-    assert_eq!(s, subtree(&[FW], true, &[OWN_ID], true));
+    // Sent on the JoinAccept, ahead of the node's own `info/*` publications.
+    let sent = h.sent_to(LinkId::Parent);
+    assert!(matches!(sent.first(), Some(Frame::Subtree(_))), "{sent:?}");
+    assert!(sent
+        .iter()
+        .skip(1)
+        .any(|f| matches!(f, Frame::Publish { .. })));
+    assert_eq!(announced(&h), [subtree(&[FW], true, &[OWN_ID], true)]);
     assert_eq!(h.counters().subtree_sent, 1);
+    h.clear();
     // Nothing changed: nothing more is said.
     for _ in 0..5 {
         h.step();
@@ -114,7 +121,7 @@ fn an_older_parent_never_gets_an_announcement() {
 #[test]
 fn a_relay_announces_the_union_of_its_children() {
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     announce(&mut h, a, subtree(&[0xA, FW], true, &[A, "A1"], true));
     let s = next_announcement(&mut h);
@@ -124,9 +131,51 @@ fn a_relay_announces_the_union_of_its_children() {
 }
 
 #[test]
+fn a_widening_goes_up_at_once_ahead_of_what_follows_it() {
+    let mut h = mesh_child_of(CAP_SUBTREE);
+    h.clear();
+    let a = h.join(A);
+    announce(&mut h, a, subtree(&[FW], true, &[A], true));
+    let settled = next_announcement(&mut h);
+    assert_eq!(settled, subtree(&[FW], true, &[OWN_ID, A], true));
+    // A2 joins below A with another firmware: A announces, then relays A2's `online`.
+    h.feed(
+        a,
+        &encode(&Frame::Subtree(subtree(
+            &[FW, 0xA2],
+            true,
+            &[A, "A2"],
+            true,
+        ))),
+    );
+    h.feed(a, &publish(&format!("{OUT}A2/info/available"), b"online"));
+    let sent = h.sent_to(LinkId::Parent);
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [Frame::Subtree(s), Frame::Publish { .. }]
+                if s.firmware.contains(&0xA2) && s.nodes.iter().any(|n| n.as_str() == "A2")
+        ),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_joining_child_makes_the_lists_unknown_at_once() {
+    let mut h = mesh_child_of(CAP_SUBTREE);
+    h.clear();
+    let link = h.node.handle_child_connected(h.now).expect("a free slot");
+    let t = h.challenge(link, A);
+    h.feed(link, &proof(key().child_tag(&t)));
+    // No time passes: the join itself widened what the parent knew.
+    let s = announced(&h).pop().expect("an announcement on the join");
+    assert!(!s.firmware_complete && !s.nodes_complete);
+}
+
+#[test]
 fn a_child_that_never_announced_makes_the_lists_unknown() {
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     announce(&mut h, a, subtree(&[0xA], true, &[A], true));
     let _b = h.join(B);
@@ -138,7 +187,7 @@ fn a_child_that_never_announced_makes_the_lists_unknown() {
 #[test]
 fn too_many_firmware_ids_overflow_to_unknown() {
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     let many: Vec<u32> = (1..=MAX_SUBTREE_FIRMWARE as u32).collect();
     announce(&mut h, a, subtree(&many, true, &[A], true));
@@ -148,7 +197,7 @@ fn too_many_firmware_ids_overflow_to_unknown() {
     assert!(s.nodes_complete);
     // A child whose own list overflowed is unknown too.
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     announce(&mut h, a, subtree(&[0xA], false, &[A], true));
     assert!(!next_announcement(&mut h).firmware_complete);
@@ -157,7 +206,7 @@ fn too_many_firmware_ids_overflow_to_unknown() {
 #[test]
 fn a_leaving_child_takes_its_summary_with_it() {
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     announce(&mut h, a, subtree(&[0xA], true, &[A, "A1"], true));
     let b = h.join(B);
@@ -177,7 +226,7 @@ fn a_leaving_child_takes_its_summary_with_it() {
 #[test]
 fn a_complete_announcement_replaces_the_branch_routes() {
     let mut h = mesh_child_of(CAP_SUBTREE);
-    next_announcement(&mut h);
+    h.clear();
     let a = h.join(A);
     announce(&mut h, a, subtree(&[0xA], true, &[A, "A1", "A2"], true));
     announce(&mut h, a, subtree(&[0xA], true, &[A, "A2"], true));

@@ -178,8 +178,8 @@ pub struct Node {
     parent_caps: u8,
     /// When to send our subtree announcement.
     subtree_at: Option<Instant>,
-    /// Digest of the last announcement sent to the current parent.
-    subtree_sent: Option<u64>,
+    /// The last announcement sent to the current parent.
+    subtree_sent: Option<subtree::Sent>,
 
     actions: Deque<Action, QUEUE_LEN>,
     transmits: Deque<Transmit, QUEUE_LEN>,

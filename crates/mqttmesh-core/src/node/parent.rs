@@ -27,10 +27,8 @@ impl Node {
                 self.on_challenge(now, &nonce, parent_id, &tag)
             }
             (Stage::AwaitAccept, Frame::JoinAccept { path }) => {
-                self.on_join_accept(now, path);
-                if self.state == State::Mesh {
-                    self.on_attached(now);
-                }
+                self.on_attaching();
+                self.on_join_accept(now, path)
             }
             // A refusal may come before or after the challenge (version, not ready).
             (Stage::AwaitChallenge | Stage::AwaitAccept, Frame::JoinReject { reason }) => {
@@ -44,10 +42,8 @@ impl Node {
             (Stage::Joined | Stage::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
             (Stage::Joined | Stage::Held, Frame::Hold) => self.on_hold(now),
             (Stage::Held, Frame::Resume { path }) => {
-                self.on_resume(now, path);
-                if self.state == State::Mesh {
-                    self.on_attached(now);
-                }
+                self.on_attaching();
+                self.on_resume(now, path)
             }
             // Keep-alives only once joined: before that, only the next handshake frame.
             (Stage::Joined | Stage::Held, Frame::KeepAlive) => {

@@ -6,9 +6,14 @@
 //! IDs. A child that never announced (an older peer, or one that has not yet) and a
 //! list that overflowed are *unknown*: everything goes to that child, so mixed versions
 //! still get every message. A node announces to its parent the union of itself and its
-//! children's summaries whenever that changes (coalesced over [`SUBTREE_DELAY`]) and
-//! after every (re-)attachment; an announcement's node IDs also fill the route table, so
-//! a relay routes `<in><ID>/…` to a node before that node has published anything.
+//! children's summaries whenever that changes, and on every (re-)attachment before
+//! anything else (so its ancestors know its subtree before the broker sees it online).
+//! A change that widens what was last announced (a new firmware ID or node, or a list
+//! becoming unknown) goes up at once, ahead of anything the change's sender relays
+//! after it, so a node's ancestors never filter it out once its `online` is published;
+//! a change that only narrows it waits [`SUBTREE_DELAY`], so a burst of them costs one
+//! announcement. An announcement's node IDs also fill the route table, so a relay routes
+//! `<in><ID>/…` to a node before that node has published anything.
 //!
 //! OTA traffic (`<in>ota/<target>/…`, `<in>ota2/<target>/…`) then goes down a branch
 //! only when the target's node ID may live there (the route table, else the branch's
@@ -25,7 +30,7 @@ use crate::topic;
 
 pub use crate::link::subtree::{MAX_SUBTREE_FIRMWARE, MAX_SUBTREE_NODES};
 
-/// How long a change waits before it is announced, so a burst of joins below us costs
+/// How long a narrowing change waits before it is announced, so a burst of them costs
 /// one announcement.
 pub const SUBTREE_DELAY: Duration = Duration::from_millis(250);
 
@@ -78,6 +83,44 @@ impl Bloom {
     }
 }
 
+/// What we last announced to the current parent.
+#[derive(Clone, Debug)]
+pub(super) struct Sent {
+    digest: u64,
+    firmware: Option<FirmwareSet>,
+    nodes: Option<Bloom>,
+}
+
+impl Sent {
+    fn of(s: &Subtree) -> Sent {
+        let mut nodes = Bloom::default();
+        s.nodes.iter().for_each(|id| nodes.insert(id.as_str()));
+        Sent {
+            digest: digest(s),
+            firmware: s.firmware_complete.then(|| s.firmware.clone()),
+            nodes: s.nodes_complete.then_some(nodes),
+        }
+    }
+
+    /// Whether `s` admits something this did not: the parent must hear it at once.
+    fn widened_by(&self, s: &Subtree) -> bool {
+        let firmware = self
+            .firmware
+            .as_ref()
+            .is_some_and(|old| !s.firmware_complete || s.firmware.iter().any(|f| !old.contains(f)));
+        let nodes = self.nodes.as_ref().is_some_and(|old| {
+            !s.nodes_complete || s.nodes.iter().any(|id| !old.may_contain(id.as_str()))
+        });
+        firmware || nodes
+    }
+}
+
+fn digest(s: &Subtree) -> u64 {
+    let mut h = Fnv::default();
+    s.hash(&mut h);
+    h.finish()
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     let mut h = Fnv::default();
     h.write(bytes);
@@ -115,18 +158,48 @@ impl Node {
         self.parent_caps & CAP_SUBTREE != 0
     }
 
-    /// We (re-)attached: announce at once, whatever we said before.
-    pub(super) fn on_attached(&mut self, now: Instant) {
+    /// The parent is about to accept (or resume) us: announce first, whatever we said
+    /// before, so the announcement travels ahead of our `online`.
+    pub(super) fn on_attaching(&mut self) {
         self.subtree_sent = None;
-        self.subtree_at = Some(now);
+        self.subtree_at = None;
+        if self.parent_takes_subtree() {
+            let own = self.own_subtree();
+            self.send_subtree(own);
+        }
     }
 
-    /// Something below us changed: announce after [`SUBTREE_DELAY`].
+    /// Something below us changed: a widening goes up now, a narrowing after
+    /// [`SUBTREE_DELAY`].
     pub(super) fn subtree_changed(&mut self, now: Instant) {
         // A root, or a node below a parent that does not take announcements, has no one
         // to tell (a held node tells its parent when it resumes).
-        if self.state == State::Mesh && self.parent_takes_subtree() && self.subtree_at.is_none() {
-            self.subtree_at = Some(now + SUBTREE_DELAY);
+        if self.state != State::Mesh || !self.parent_takes_subtree() {
+            return;
+        }
+        let own = self.own_subtree();
+        match &self.subtree_sent {
+            Some(sent) if sent.digest == digest(&own) => {}
+            Some(sent) if !sent.widened_by(&own) => {
+                if self.subtree_at.is_none() {
+                    self.subtree_at = Some(now + SUBTREE_DELAY);
+                }
+            }
+            _ => self.send_subtree(own),
+        }
+    }
+
+    fn send_subtree(&mut self, own: Subtree) {
+        let sent = Sent::of(&own);
+        if self
+            .send_frame(LinkId::Parent, &Frame::Subtree(own))
+            .is_ok()
+        {
+            self.subtree_sent = Some(sent);
+            self.counters.subtree_sent += 1;
+        } else {
+            // Queue full: try again shortly.
+            self.subtree_at = Some(self.now + SUBTREE_DELAY);
         }
     }
 
@@ -170,22 +243,14 @@ impl Node {
             return;
         }
         let own = self.own_subtree();
-        let mut h = Fnv::default();
-        own.hash(&mut h);
-        let digest = h.finish();
-        if self.subtree_sent == Some(digest) {
+        if self
+            .subtree_sent
+            .as_ref()
+            .is_some_and(|s| s.digest == digest(&own))
+        {
             return;
         }
-        if self
-            .send_frame(LinkId::Parent, &Frame::Subtree(own))
-            .is_ok()
-        {
-            self.subtree_sent = Some(digest);
-            self.counters.subtree_sent += 1;
-        } else {
-            // Queue full: try again shortly.
-            self.subtree_at = Some(self.now + SUBTREE_DELAY);
-        }
+        self.send_subtree(own);
     }
 
     /// Ourselves plus what each joined child announced.

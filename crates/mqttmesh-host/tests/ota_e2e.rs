@@ -607,7 +607,8 @@ async fn upload_by_firmware_id_skips_the_branch_of_another_firmware() {
     let ids: Vec<String> = (0..5).map(|i| mesh.node_id(i)).collect();
     let targets = [ids[0].clone(), ids[1].clone(), ids[3].clone()];
     let image = make_test_image("0.2", "mqttmesh", 24 * 1024, 3);
-    let messages = 3 + image.len().div_ceil(768) as u64;
+    // start, the chunks and check (the flash restarts the root, and its counters).
+    let messages = 2 + image.len().div_ceil(768) as u64;
     let before = mesh.statuses();
     compat_upload(&obs, &targets, &image).await;
     let after = mesh.statuses();

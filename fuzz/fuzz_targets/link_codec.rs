@@ -42,7 +42,9 @@ fn subtree_round_trip(data: &[u8]) {
         nodes_complete: flags & 2 != 0,
     });
     let mut buf = [0u8; MAX_FRAME];
-    let n = frame.encode(&mut buf).expect("a SUBTREE within its limits encodes");
+    let n = frame
+        .encode(&mut buf)
+        .expect("a SUBTREE within its limits encodes");
     assert!(check_body(&buf[HEADER_LEN..n]));
 }
 

@@ -18,8 +18,7 @@ use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BAS
 use mqttmesh_core::identity::{self, Mac};
 use mqttmesh_core::link::subtree::{self, CAP_SUBTREE};
 use mqttmesh_core::link::{
-    Frame, JoinKey, JoinRequest, Path, Reason, Subtree, Transcript, HEADER_LEN, MAX_FRAME,
-    VERSION,
+    Frame, JoinKey, JoinRequest, Path, Reason, Subtree, Transcript, HEADER_LEN, MAX_FRAME, VERSION,
 };
 use mqttmesh_core::node::{AssocError, State, CHILD_SLOTS};
 use mqttmesh_core::uplink::ScanEntry;

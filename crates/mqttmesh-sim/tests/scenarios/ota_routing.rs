@@ -200,7 +200,10 @@ struct Cost {
     a_complete: usize,
 }
 
-fn measure(seed: u64, announce: bool, is_a: impl Fn(usize, Pos) -> bool, chunks: usize) -> Cost {
+/// Whether node `i` at `p` runs firmware A.
+type IsA = fn(usize, Pos) -> bool;
+
+fn measure(seed: u64, announce: bool, is_a: IsA, chunks: usize) -> Cost {
     // Positions first (the same for both firmware layouts), then the firmware.
     let layout = random_world(100, seed, &config());
     let positions: Vec<Pos> = (0..100)
@@ -248,7 +251,7 @@ fn measure(seed: u64, announce: bool, is_a: impl Fn(usize, Pos) -> bool, chunks:
 #[ignore = "measurement for BENCHMARKS.md: cargo test -p mqttmesh-sim --test scenarios ota_routing_saving -- --ignored --nocapture"]
 fn ota_routing_saving_in_a_100_node_mesh() {
     let chunks = 100;
-    let layouts: [(&str, fn(usize, Pos) -> bool); 3] = [
+    let layouts: [(&str, IsA); 3] = [
         ("clustered 50/50 (A west of the router)", |_, p| p.x < 0.0),
         ("interleaved 50/50 (A on even chips)", |i, _| i % 2 == 0),
         ("10 % A (every tenth chip)", |i, _| i % 10 == 0),

@@ -6,7 +6,8 @@
 //! as `crates/mqttmesh-core/tests/node_props.rs`): no panic, bounded queues, valid
 //! frames out, `connected()` iff `Root`/`Mesh`, `ap_open()` only while connected, at
 //! most `max_children` children, depth within `max_depth`, always a deadline while
-//! offline and never one at or before `now` after `handle_timeout`.
+//! offline and never one at or before `now` after `handle_timeout`, and `SUBTREE`
+//! announcements only to a parent whose challenge asked for them.
 
 #![no_main]
 
@@ -15,8 +16,9 @@ use std::net::Ipv4Addr;
 use libfuzzer_sys::fuzz_target;
 use mqttmesh_core::config::{Timing, DEFAULT_MESH_PASSWORD, DEFAULT_MESH_SSID_BASE};
 use mqttmesh_core::identity::{self, Mac};
+use mqttmesh_core::link::subtree::{self, CAP_SUBTREE};
 use mqttmesh_core::link::{
-    Frame, JoinKey, JoinRequest, Path, Reason, Transcript, HEADER_LEN, MAX_FRAME, VERSION,
+    Frame, JoinKey, JoinRequest, Path, Reason, Subtree, Transcript, HEADER_LEN, MAX_FRAME, VERSION,
 };
 use mqttmesh_core::node::{AssocError, State, CHILD_SLOTS};
 use mqttmesh_core::uplink::ScanEntry;
@@ -29,7 +31,10 @@ const ROUTERS: [Mac; 2] = [
     Mac([0x02, 0x11, 0x22, 0x33, 0x44, 0x66]),
 ];
 const IDS: [&str; 6] = ["00A1B2", "000001", "000002", "ROOT", "C0FFEE", "x"];
-const TOPICS: [&str; 8] = [
+const TOPICS: [&str; 11] = [
+    "esp8266-in/ota/1337/start",
+    "esp8266-in/ota2/C0FFEE/status",
+    "esp8266-in/ota/A1/0",
     "esp8266-in/broadcast/t",
     "esp8266-in/00A1B2/Ping",
     "esp8266-in/C0FFEE/t",
@@ -272,13 +277,15 @@ impl Harness {
             Some(Pending::ParentLink) => self.node.handle_link_opened(now, LinkId::Parent),
             Some(Pending::JoinAnswer) => {
                 self.pending = None;
-                let n = 1 + usize::from(input.byte().unwrap_or(0) % 3);
+                let b = input.byte().unwrap_or(0);
+                let n = 1 + usize::from(b % 3);
+                let caps = if b & 4 != 0 { CAP_SUBTREE } else { 0 };
                 let path: Path = (0..n)
                     .map(|_| NodeId::new(input.pick(&IDS[1..])).expect("valid ID"))
                     .collect();
                 // A valid challenge from the path's last node, then the path.
                 let parent_id = path.last().map_or("ROOT", |id| id.as_str());
-                if let Some(challenge) = self.valid_challenge(parent_id) {
+                if let Some(challenge) = self.valid_challenge(parent_id, caps) {
                     self.feed(LinkId::Parent, &challenge);
                 }
                 return self.feed(LinkId::Parent, &encode(&Frame::JoinAccept { path }));
@@ -287,14 +294,20 @@ impl Harness {
         self.drain();
     }
 
-    fn valid_challenge(&self, parent_id: &str) -> Option<Vec<u8>> {
+    /// A valid challenge from `parent_id`, its nonce marked with `caps` (0: unmarked, as
+    /// from a parent that predates the announcements).
+    fn valid_challenge(&self, parent_id: &str, caps: u8) -> Option<Vec<u8>> {
         let request = self.parent_request.as_ref()?;
         let Ok(Frame::JoinRequest(req)) = Frame::decode(&request[HEADER_LEN..]) else {
             return None;
         };
-        let t = Transcript::new(&req, &[0x5a; 16], parent_id).ok()?;
+        let mut nonce = [0x5a; 16];
+        if caps != 0 {
+            subtree::mark_caps(&mut nonce, caps);
+        }
+        let t = Transcript::new(&req, &nonce, parent_id).ok()?;
         Some(encode(&Frame::Challenge {
-            nonce: [0x5a; 16],
+            nonce,
             parent_id,
             tag: self.key.parent_tag(&t),
         }))
@@ -392,6 +405,13 @@ impl Harness {
             }
             if matches!(link, LinkId::Child(_)) {
                 self.on_challenge(link, &frame);
+            }
+            if matches!(frame, Frame::Subtree(_)) {
+                assert_eq!(link, LinkId::Parent, "announcements go up only");
+                assert!(
+                    self.node.parent_takes_subtree(),
+                    "announced to a parent that did not ask"
+                );
             }
         }
         while let Some(action) = self.node.poll_action() {
@@ -562,6 +582,22 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             encode(&Frame::Resume { path })
         }
         6 => encode(&Frame::KeepAliveAck),
+        13 => {
+            let flags = input.byte().unwrap_or(0);
+            let firmware = (0..flags % 10)
+                .map(|i| 0x1337 + u32::from(i & input.byte().unwrap_or(0)))
+                .take(subtree::MAX_SUBTREE_FIRMWARE)
+                .collect();
+            let nodes = (0..(flags >> 4))
+                .map(|_| NodeId::new(input.pick(&IDS)).expect("valid ID"))
+                .collect();
+            encode(&Frame::Subtree(Subtree {
+                firmware,
+                firmware_complete: flags & 1 != 0,
+                nodes,
+                nodes_complete: flags & 2 != 0,
+            }))
+        }
         _ => encode(&Frame::Leave {
             reason: input.reason(),
         }),

@@ -4,8 +4,8 @@
 //! error or a valid frame — one that re-encodes to exactly the bytes it came from.
 
 use mqttmesh_core::link::{
-    DecodeError, Deframer, Frame, JoinRequest, Path, Reason, HEADER_LEN, MAX_BODY, MAX_FRAME,
-    MAX_PATH, MAX_PAYLOAD,
+    DecodeError, Deframer, Frame, JoinRequest, Path, Reason, Subtree, HEADER_LEN, MAX_BODY,
+    MAX_FRAME, MAX_PATH, MAX_PAYLOAD,
 };
 use mqttmesh_core::{MsgType, NodeId};
 
@@ -68,6 +68,20 @@ fn fixtures() -> Vec<Vec<u8>> {
             topic: "m/in/broadcast/x",
             payload: b"",
         },
+        Frame::Subtree(Subtree {
+            firmware: [0x1337, 0xffff_ffff].into_iter().collect(),
+            firmware_complete: true,
+            nodes: path(&["00A1B2", "C0FFEE"]).into_iter().collect(),
+            nodes_complete: false,
+        }),
+        Frame::Subtree(Subtree {
+            firmware: (0..8).collect(),
+            firmware_complete: false,
+            nodes: path(&["ABCDEFGHIJKLMNOPQRSTUVWX"; 32])
+                .into_iter()
+                .collect(),
+            nodes_complete: true,
+        }),
         Frame::KeepAlive,
         Frame::KeepAliveAck,
         Frame::Leave {
@@ -194,7 +208,10 @@ fn decoy_lengths_never_read_out_of_bounds() {
     let mut challenge = vec![0x04];
     challenge.extend_from_slice(&[0; 16]);
     challenge.push(0xff);
-    let cases: [&[u8]; 13] = [
+    let cases: [&[u8]; 16] = [
+        &[0x15, 0, 9],
+        &[0x15, 0, 0, 33],
+        &[0x15, 3, 1, 0, 0, 0, 1, 1, 0xff],
         &join_id,
         &join_fw,
         &challenge,
@@ -215,6 +232,19 @@ fn decoy_lengths_never_read_out_of_bounds() {
             Err(DecodeError::FieldTooLong),
             "{body:?}"
         );
+    }
+}
+
+#[test]
+fn subtree_flags_beyond_the_known_bits_are_refused() {
+    for flags in 4..=255u8 {
+        assert_eq!(
+            check_decode(&[0x15, flags, 0, 0]),
+            Err(DecodeError::BadField)
+        );
+    }
+    for flags in 0..4u8 {
+        assert_eq!(check_decode(&[0x15, flags, 0, 0]), Ok(()));
     }
 }
 

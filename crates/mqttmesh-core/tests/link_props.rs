@@ -2,8 +2,9 @@
 //! frame round-trips, decoding never panics, and the deframer reassembles frames however
 //! the stream is split.
 
+use mqttmesh_core::link::subtree::{MAX_SUBTREE_FIRMWARE, MAX_SUBTREE_NODES};
 use mqttmesh_core::link::{
-    code, Deframer, Frame, JoinRequest, Path, Reason, HEADER_LEN, MAX_BODY,
+    code, Deframer, Frame, JoinRequest, Path, Reason, Subtree, HEADER_LEN, MAX_BODY,
     MAX_FIRMWARE_VERSION_LEN, MAX_FRAME, MAX_PATH, MAX_PAYLOAD,
 };
 use mqttmesh_core::{MsgType, NodeId};
@@ -46,6 +47,12 @@ enum Owned {
     Hold,
     MakeRoom,
     Resume(Vec<String>),
+    Subtree {
+        firmware: Vec<u32>,
+        firmware_complete: bool,
+        nodes: Vec<String>,
+        nodes_complete: bool,
+    },
     KeepAlive,
     KeepAliveAck,
     Leave(Reason),
@@ -105,6 +112,17 @@ impl Owned {
                     .map(|s| NodeId::new(s).unwrap())
                     .collect::<Path>(),
             },
+            Owned::Subtree {
+                firmware,
+                firmware_complete,
+                nodes,
+                nodes_complete,
+            } => Frame::Subtree(Subtree {
+                firmware: firmware.iter().copied().collect(),
+                firmware_complete: *firmware_complete,
+                nodes: nodes.iter().map(|s| NodeId::new(s).unwrap()).collect(),
+                nodes_complete: *nodes_complete,
+            }),
             Owned::KeepAlive => Frame::KeepAlive,
             Owned::KeepAliveAck => Frame::KeepAliveAck,
             Owned::Leave(reason) => Frame::Leave { reason: *reason },
@@ -186,6 +204,20 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
         Just(Owned::Hold),
         Just(Owned::MakeRoom),
         prop::collection::vec(node_id(), 0..=MAX_PATH).prop_map(Owned::Resume),
+        (
+            prop::collection::vec(any::<u32>(), 0..=MAX_SUBTREE_FIRMWARE),
+            any::<bool>(),
+            prop::collection::vec(node_id(), 0..=MAX_SUBTREE_NODES),
+            any::<bool>(),
+        )
+            .prop_map(|(firmware, firmware_complete, nodes, nodes_complete)| {
+                Owned::Subtree {
+                    firmware,
+                    firmware_complete,
+                    nodes,
+                    nodes_complete,
+                }
+            }),
         Just(Owned::KeepAlive),
         Just(Owned::KeepAliveAck),
         reason().prop_map(Owned::Leave),
@@ -225,7 +257,7 @@ proptest! {
         ty in prop::sample::select(vec![
             code::JOIN_REQUEST, code::JOIN_ACCEPT, code::JOIN_REJECT, code::CHALLENGE,
             code::PROOF, code::PUBLISH,
-            code::DELIVER, code::KEEPALIVE, code::KEEPALIVE_ACK, code::LEAVE,
+            code::DELIVER, code::SUBTREE, code::KEEPALIVE, code::KEEPALIVE_ACK, code::LEAVE,
         ]),
         rest in prop::collection::vec(any::<u8>(), 0..=96),
     ) {

@@ -99,7 +99,9 @@ fn allowed(joined: bool, frame: &Frame<'_>) -> bool {
     match frame {
         Frame::JoinRequest(_) => !joined,
         Frame::Leave { .. } => true,
-        Frame::Publish { .. } | Frame::KeepAlive | Frame::KeepAliveAck => joined,
+        Frame::Publish { .. } | Frame::Subtree(_) | Frame::KeepAlive | Frame::KeepAliveAck => {
+            joined
+        }
         Frame::JoinAccept { .. }
         | Frame::JoinReject { .. }
         | Frame::Deliver { .. }

@@ -99,6 +99,52 @@ fn a_full_parent_asks_one_child_at_a_time_and_only_after_being_full_a_while() {
 }
 
 #[test]
+fn only_children_that_said_they_understand_make_room_are_asked() {
+    // Three older children (no capability marker: they would close the link on the
+    // unknown frame) and one current one.
+    let mut h = root();
+    h.child_caps = 0;
+    for id in ["111111", "222222", "333333"] {
+        h.join(id);
+    }
+    h.child_caps = mqttmesh_core::link::subtree::CAP_MAKE_ROOM;
+    let current = h.join("444444");
+    for round in 0..3 {
+        h.now += FULL_FOR + ASK_INTERVAL;
+        for _ in 0..2 {
+            h.node.handle_station_refused(h.now, station(0x00BEEF));
+            h.drain();
+        }
+        assert_eq!(make_room_sent(&h), vec![current], "round {round}");
+        h.clear();
+    }
+    // With only older children, nobody is asked.
+    let mut h = root();
+    h.child_caps = 0;
+    for id in ["111111", "222222", "333333", "444444"] {
+        h.join(id);
+    }
+    h.now += FULL_FOR + ASK_INTERVAL;
+    for _ in 0..2 {
+        h.node.handle_station_refused(h.now, station(0x00BEEF));
+        h.drain();
+    }
+    assert!(make_room_sent(&h).is_empty());
+    assert_eq!(h.counters().rebalance_asks, 0);
+}
+
+#[test]
+fn a_joining_node_marks_its_nonce_as_understanding_make_room() {
+    let h = joining_child(grace_timing(), &[PARENT_CHIP]);
+    let sent = h.join_request_sent.as_ref().expect("a join request was sent");
+    let Ok(Frame::JoinRequest(req)) = Frame::decode(&sent[HEADER_LEN..]) else {
+        panic!("not a join request");
+    };
+    let caps = mqttmesh_core::link::subtree::caps_of(&req.nonce);
+    assert_ne!(caps & mqttmesh_core::link::subtree::CAP_MAKE_ROOM, 0);
+}
+
+#[test]
 fn a_parent_with_a_free_slot_asks_nobody() {
     let (mut h, _, _) = parent();
     h.now += FULL_FOR + ASK_INTERVAL;

@@ -503,3 +503,133 @@ async fn with_flash_timing_a_node_answers_after_the_erase_work() {
         sent.elapsed()
     );
 }
+
+/// The compat exchange for firmware `FW` up to `check`, stop-and-wait as the original
+/// script: every `targets` node must answer each step.
+async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8]) {
+    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(image));
+    obs.publish(
+        &format!("{IN}ota/{FW:X}/start"),
+        format!("md5:{md5},len:{}", image.len()).as_bytes(),
+        false,
+    )
+    .await
+    .expect("publish");
+    assert!(
+        obs.wait_for(WAIT, |o| targets.iter().all(|id| !answered(
+            o,
+            id,
+            "ota/erase"
+        )
+        .is_empty()))
+            .await,
+        "not every matching node answered the erase"
+    );
+    for (n, chunk) in image.chunks(768).enumerate() {
+        let offset = n * 768;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+        obs.publish(&format!("{IN}ota/{FW:X}/{offset}"), b64.as_bytes(), false)
+            .await
+            .expect("publish");
+        let sub = format!("ota/md5/{offset:x}");
+        assert!(
+            obs.wait_for(WAIT, |o| targets
+                .iter()
+                .all(|id| !answered(o, id, &sub).is_empty()))
+                .await,
+            "no MD5 for offset {offset}"
+        );
+    }
+    obs.publish(&format!("{IN}ota/{FW:X}/check"), b"", false)
+        .await
+        .expect("publish");
+    assert!(
+        obs.wait_for(WAIT, |o| targets.iter().all(|id| answered(
+            o,
+            id,
+            "ota/check"
+        )
+        .iter()
+        .any(|p| p == b"MD5 Passed")))
+            .await,
+        "check did not pass everywhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_by_firmware_id_skips_the_branch_of_another_firmware() {
+    // router ── 0 (FW) ─┬─ 1 (FW) ── 3 (FW)
+    //                   └─ 2 (other) ── 4 (other)
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let dir = TempDir::new("routed");
+    let obs = Observer::start(broker.addr(), OUT, "ota-observer-routed")
+        .await
+        .expect("observer");
+    let mesh = Mesh::start(MeshSpec {
+        placement: mqttmesh_host::radio::Placement::Graph {
+            nodes: 5,
+            router: vec![(0, -50)],
+            edges: vec![(0, 1, -55), (0, 2, -55), (1, 3, -55), (2, 4, -55)],
+        },
+        model: Model::default(),
+        timing: Timing::fast(),
+        config: config(broker.addr(), false),
+        broker: broker.addr(),
+        mqtt_trust: Default::default(),
+        mesh_tls: None,
+        seed: 11,
+        publish_interval: Duration::ZERO,
+        ota: Some(OtaSpec {
+            dir: dir.0.clone(),
+            layout: Layout::with_slot_size(256 * 1024).expect("layout"),
+            trial_timeout: Duration::from_secs(20),
+            flash_timing: None,
+        }),
+        firmware_ids: vec![FW, FW, OTHER_FW, FW, OTHER_FW],
+    })
+    .await
+    .expect("mesh starts");
+    assert!(
+        mesh.wait_for(WAIT, |m| m.all_online()).await,
+        "{}",
+        render_tree(&mesh.rows())
+    );
+    // The other branch has announced itself (node 2 on behalf of 4 as well).
+    assert!(
+        mesh.wait_for(WAIT, |m| m.statuses()[2].counters.subtree_sent >= 1
+            && m.statuses()[4].counters.subtree_sent >= 1)
+            .await,
+        "the other firmware's branch never announced itself"
+    );
+    let ids: Vec<String> = (0..5).map(|i| mesh.node_id(i)).collect();
+    let targets = [ids[0].clone(), ids[1].clone(), ids[3].clone()];
+    let image = make_test_image("0.2", "mqttmesh", 24 * 1024, 3);
+    // start, the chunks and check (counted before the flash restarts the root).
+    let messages = 2 + image.len().div_ceil(768) as u64;
+    let before = mesh.statuses();
+    compat_upload(&obs, &targets, &image).await;
+    let after = mesh.statuses();
+    obs.publish(&format!("{IN}ota/{FW:X}/flash"), b"", false)
+        .await
+        .expect("publish");
+    assert!(
+        versions_become(&obs, &targets, "0.2").await,
+        "nodes did not come back running v0.2"
+    );
+    // The root left node 2's branch out of every OTA message; node 2 relayed none.
+    let filtered = after[0].counters.ota_filtered - before[0].counters.ota_filtered;
+    assert!(
+        filtered >= messages,
+        "{filtered} of {messages} filtered\n{}\n{:#?}",
+        render_tree(&mesh.rows()),
+        after.iter().map(|s| s.counters).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        after[2].counters.relayed_down,
+        before[2].counters.relayed_down
+    );
+    for id in &ids[2..3].iter().chain(&ids[4..5]).collect::<Vec<_>>() {
+        assert!(answered(&obs, id, "ota/erase").is_empty());
+    }
+    assert!(versions_become(&obs, &[ids[2].clone(), ids[4].clone()], "0.1").await);
+}

@@ -22,7 +22,7 @@ pub use broker::{Broker, Publication};
 pub use events::SimTiming;
 pub use inspect::ROUTER_PARENT;
 pub use invariants::{Violation, SWEEP};
-pub use links::ProbeId;
+pub use links::{ProbeId, Tapped};
 pub use radio::{Endpoint, NodeIdx, Pos, Radio, ROUTER};
 pub use starved::Starved;
 pub use world::{

@@ -39,6 +39,17 @@ pub(crate) struct Conn {
     pub(crate) last_arrival: [Instant; 2],
 }
 
+/// A frame one node wrote to another (see [`World::tap_frames`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tapped {
+    /// The sender.
+    pub from: NodeIdx,
+    /// The receiver.
+    pub to: NodeIdx,
+    /// The whole frame, header included.
+    pub bytes: Vec<u8>,
+}
+
 /// A scripted peer on a node's mesh port.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Probe {
@@ -144,6 +155,19 @@ impl World {
             self.dropped += 1;
             return;
         }
+        let code = bytes.get(HEADER_LEN).copied();
+        if code.is_some() && code == self.drop_code {
+            return;
+        }
+        if let (Some(tap), End::Node { idx: from, .. }, End::Node { idx: to, .. }) =
+            (self.tap.as_mut(), from, c.ends[1 - side])
+        {
+            tap.push(Tapped {
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
         let last = c.last_arrival[side];
         let mut at = self.now + self.timing.hop_latency;
         if let End::Node { idx, .. } = from {
@@ -236,6 +260,24 @@ impl World {
                 return;
             }
         }
+    }
+
+    /// Starts (or, `false`, stops) recording every frame a node writes to another;
+    /// starting clears the record. See [`World::tapped`].
+    pub fn tap_frames(&mut self, on: bool) {
+        self.tap = on.then(Vec::new);
+    }
+
+    /// The frames recorded since [`World::tap_frames`], in sending order.
+    pub fn tapped(&self) -> &[Tapped] {
+        self.tap.as_deref().unwrap_or_default()
+    }
+
+    /// Loses every frame of type `code` on every link from now on (`None`: none), as if
+    /// the senders never wrote it: e.g. `SUBTREE` frames, to run a mesh as one of nodes
+    /// that predate the announcements.
+    pub fn drop_frame_type(&mut self, code: Option<u8>) {
+        self.drop_code = code;
     }
 
     /// Silently breaks every link between nodes `a` and `b`: bytes and closes in

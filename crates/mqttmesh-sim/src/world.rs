@@ -13,7 +13,7 @@ use mqttmesh_core::{Config, Instant, Mac};
 
 use crate::broker::Broker;
 use crate::events::{Scheduled, SimTiming};
-use crate::links::{Conn, ConnId, Probe};
+use crate::links::{Conn, ConnId, Probe, Tapped};
 use crate::radio::{Endpoint, NodeIdx, Pos, Radio, DEFAULT_THRESHOLD, ROUTER};
 
 /// Log lines kept per node.
@@ -129,6 +129,10 @@ pub struct World {
     pub(crate) next_sweep: Instant,
     pub(crate) app: Option<crate::app::App>,
     pub(crate) broker_up: bool,
+    /// Frames between nodes, recorded while on (see [`World::tap_frames`]).
+    pub(crate) tap: Option<Vec<Tapped>>,
+    /// A frame type lost on every link (see [`World::drop_frame_type`]).
+    pub(crate) drop_code: Option<u8>,
 }
 
 impl World {
@@ -189,6 +193,8 @@ impl World {
             next_sweep: Instant::ZERO,
             app: None,
             broker_up: true,
+            tap: None,
+            drop_code: None,
         }
     }
 

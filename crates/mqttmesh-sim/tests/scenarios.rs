@@ -162,5 +162,7 @@ mod hostile;
 mod messaging;
 #[path = "scenarios/rebalance.rs"]
 mod rebalance;
+#[path = "scenarios/ota_routing.rs"]
+mod ota_routing;
 #[path = "scenarios/scale.rs"]
 mod scale;

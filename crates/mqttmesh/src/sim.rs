@@ -179,6 +179,11 @@ struct Report {
     /// Join handshakes that failed authentication (another mesh or a wrong password).
     auth_failures: u64,
     malformed: u64,
+    /// OTA messages a relay did not send down a branch without the target firmware or
+    /// node (docs/PROTOCOL.md "Subtree announcements"), summed.
+    ota_filtered: u64,
+    /// Subtree announcements sent, summed.
+    subtree_sent: u64,
     /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
     mesh_tls: Option<MeshTlsCounters>,
     node_list: Vec<NodeRow>,
@@ -380,6 +385,8 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         rejected_joins: statuses.iter().map(|s| s.counters.rejected_joins).sum(),
         auth_failures: statuses.iter().map(|s| s.counters.auth_failures).sum(),
         malformed: statuses.iter().map(|s| s.counters.malformed).sum(),
+        ota_filtered: statuses.iter().map(|s| s.counters.ota_filtered).sum(),
+        subtree_sent: statuses.iter().map(|s| s.counters.subtree_sent).sum(),
         mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
         node_list: rows,
         extra: Extra {
@@ -409,6 +416,12 @@ fn finish(report: &Report, args: &SimArgs) -> Result<()> {
         report.messages.delivered,
         report.messages.duplicates,
     );
+    if report.ota_filtered > 0 {
+        println!(
+            "OTA routing: {} copies not sent down branches without the target, {} subtree announcements",
+            report.ota_filtered, report.subtree_sent
+        );
+    }
     if let Some(c) = &report.mesh_tls {
         println!(
             "mesh TLS: {} parent handshakes, {} parents refused (fingerprint), {} failed \

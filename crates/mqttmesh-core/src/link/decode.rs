@@ -5,8 +5,9 @@ use crate::identity::{NodeId, MAX_ID_LEN};
 use crate::topic::MsgType;
 
 use super::{
-    check_max, check_node_id, check_topic_chars, check_topic_len, code, DecodeError, Frame,
-    JoinRequest, Path, Reason, MAX_BODY, MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD, VERSION,
+    check_max, check_node_id, check_topic_chars, check_topic_len, code, subtree, DecodeError,
+    Frame, JoinRequest, Path, Reason, Subtree, MAX_BODY, MAX_FIRMWARE_VERSION_LEN, MAX_PATH,
+    MAX_PAYLOAD, VERSION,
 };
 
 /// Reads fields front to back; every read checks the remaining length first.
@@ -136,6 +137,7 @@ impl<'a> Frame<'a> {
             code::RESUME => Frame::Resume {
                 path: Self::decode_path(&mut r)?,
             },
+            code::SUBTREE => Self::decode_subtree(&mut r)?,
             code::KEEPALIVE => Frame::KeepAlive,
             code::KEEPALIVE_ACK => Frame::KeepAliveAck,
             code::LEAVE => Frame::Leave {
@@ -173,6 +175,37 @@ impl<'a> Frame<'a> {
                 .map_err(|_| DecodeError::FieldTooLong)?;
         }
         Ok(path)
+    }
+
+    fn decode_subtree(r: &mut Reader<'a>) -> Result<Frame<'a>, DecodeError> {
+        let flags = r.u8()?;
+        if flags & !subtree::KNOWN_FLAGS != 0 {
+            return Err(DecodeError::BadField);
+        }
+        let count = usize::from(r.u8()?);
+        check_max(count, subtree::MAX_SUBTREE_FIRMWARE)?;
+        let mut firmware = subtree::FirmwareSet::new();
+        for _ in 0..count {
+            // Cannot fail: `count` ≤ the capacity; mapped rather than unwrapped.
+            firmware
+                .push(r.u32()?)
+                .map_err(|_| DecodeError::FieldTooLong)?;
+        }
+        let count = usize::from(r.u8()?);
+        check_max(count, subtree::MAX_SUBTREE_NODES)?;
+        let mut nodes = subtree::NodeList::new();
+        for _ in 0..count {
+            // Cannot fail: `count` ≤ the capacity; mapped rather than unwrapped.
+            nodes
+                .push(r.node_id()?)
+                .map_err(|_| DecodeError::FieldTooLong)?;
+        }
+        Ok(Frame::Subtree(Subtree {
+            firmware,
+            firmware_complete: flags & subtree::FIRMWARE_COMPLETE != 0,
+            nodes,
+            nodes_complete: flags & subtree::NODES_COMPLETE != 0,
+        }))
     }
 
     fn decode_publish(r: &mut Reader<'a>) -> Result<Frame<'a>, DecodeError> {

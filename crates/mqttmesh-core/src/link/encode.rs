@@ -3,6 +3,7 @@
 
 use crate::identity::MAX_ID_LEN;
 
+use super::subtree::{MAX_SUBTREE_FIRMWARE, MAX_SUBTREE_NODES};
 use super::{
     check_max, check_node_id, check_topic, code, EncodeError, Frame, Invalid, HEADER_LEN, MAX_BODY,
     MAX_FIRMWARE_VERSION_LEN, MAX_PATH, MAX_PAYLOAD, MAX_TOPIC_LEN, NONCE_LEN, TAG_LEN, VERSION,
@@ -55,6 +56,10 @@ const _: () = assert!(29 + MAX_ID_LEN + MAX_FIRMWARE_VERSION_LEN <= MAX_BODY);
 const _: () = assert!(2 + NONCE_LEN + MAX_ID_LEN + TAG_LEN <= MAX_BODY);
 const _: () = assert!(2 + MAX_PATH * (1 + MAX_ID_LEN) <= MAX_BODY);
 const _: () = assert!(MAX_PATH <= u8::MAX as usize);
+const _: () = assert!(MAX_SUBTREE_FIRMWARE <= u8::MAX as usize);
+const _: () = assert!(MAX_SUBTREE_NODES <= u8::MAX as usize);
+const _: () =
+    assert!(4 + 4 * MAX_SUBTREE_FIRMWARE + MAX_SUBTREE_NODES * (1 + MAX_ID_LEN) <= MAX_BODY);
 const _: () = assert!(MAX_TOPIC_LEN + MAX_PAYLOAD + MAX_ID_LEN + 16 <= MAX_BODY);
 
 impl Frame<'_> {
@@ -71,6 +76,7 @@ impl Frame<'_> {
             Frame::Ack { .. } => code::ACK,
             Frame::Hold => code::HOLD,
             Frame::Resume { .. } => code::RESUME,
+            Frame::Subtree(_) => code::SUBTREE,
             Frame::KeepAlive => code::KEEPALIVE,
             Frame::KeepAliveAck => code::KEEPALIVE_ACK,
             Frame::Leave { .. } => code::LEAVE,
@@ -110,6 +116,12 @@ impl Frame<'_> {
                 .saturating_add(topic.len())
                 .saturating_add(payload.len()),
             Frame::Ack { origin, .. } => 3usize.saturating_add(origin.len()),
+            Frame::Subtree(s) => s
+                .nodes
+                .iter()
+                .fold(3 + 4 * s.firmware.len(), |n: usize, id| {
+                    n.saturating_add(1 + id.as_str().len())
+                }),
             Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold | Frame::MakeRoom => 0,
         };
         fields.saturating_add(1)
@@ -139,8 +151,9 @@ impl Frame<'_> {
                 check_max(payload.len(), MAX_PAYLOAD)
             }
             Frame::Ack { origin, .. } => check_node_id(origin).map(|_| ()),
-            // Path length and node IDs are guaranteed by their types.
+            // Lengths and node IDs are guaranteed by their types.
             Frame::JoinAccept { .. }
+            | Frame::Subtree(_)
             | Frame::Resume { .. }
             | Frame::Hold
             | Frame::Proof { .. }
@@ -217,6 +230,14 @@ impl Frame<'_> {
             Frame::Ack { origin, id } => {
                 w.str8(origin)?;
                 w.u16(*id)
+            }
+            Frame::Subtree(s) => {
+                w.u8(s.flags())?;
+                // Cannot truncate: the capacities are below 256 (asserted above).
+                w.u8(s.firmware.len() as u8)?;
+                s.firmware.iter().try_for_each(|f| w.u32(*f))?;
+                w.u8(s.nodes.len() as u8)?;
+                s.nodes.iter().try_for_each(|id| w.str8(id.as_str()))
             }
             Frame::KeepAlive | Frame::KeepAliveAck | Frame::Hold | Frame::MakeRoom => Ok(()),
         }

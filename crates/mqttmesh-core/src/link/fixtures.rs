@@ -93,7 +93,23 @@ const RESUME: &[u8] = &[
     0x04, b'R', b'O', b'O', b'T',
 ];
 
-pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 14] {
+const SUBTREE: &[u8] = &[
+    0x00, 0x15, 0x15, // body length 21, SUBTREE
+    0x03, // both lists complete
+    0x02, 0x00, 0x00, 0x13, 0x37, 0x00, 0x00, 0x00, 0x2a, // firmware 0x1337, 0x2A
+    0x02, 0x06, b'0', b'0', b'A', b'1', b'B', b'2', 0x01, b'C', // nodes 00A1B2, C
+];
+
+pub(super) fn subtree() -> Frame<'static> {
+    Frame::Subtree(super::Subtree {
+        firmware: [0x1337, 0x2a].into_iter().collect(),
+        firmware_complete: true,
+        nodes: path(&["00A1B2", "C"]).into_iter().collect(),
+        nodes_complete: true,
+    })
+}
+
+pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 15] {
     [
         (join_request(), JOIN_REQUEST),
         (
@@ -149,6 +165,7 @@ pub(super) fn fixtures() -> [(Frame<'static>, &'static [u8]); 14] {
             },
             RESUME,
         ),
+        (subtree(), SUBTREE),
         (Frame::KeepAlive, &[0x00, 0x01, 0x20]),
         (Frame::KeepAliveAck, &[0x00, 0x01, 0x21]),
         (

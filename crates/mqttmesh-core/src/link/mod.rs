@@ -28,9 +28,11 @@ mod deframer;
 mod encode;
 #[cfg(test)]
 mod fixtures;
+pub mod subtree;
 
 pub use auth::{JoinKey, Nonce, Tag, Transcript, NONCE_LEN, TAG_LEN};
 pub use deframer::Deframer;
+pub use subtree::Subtree;
 
 /// Link protocol version carried in the join request. Version 2 replaced the mesh tag
 /// of version 1 with the authenticated handshake (`docs/PROTOCOL.md` "Join handshake")
@@ -70,6 +72,9 @@ pub mod code {
     pub const HOLD: u8 = 0x13;
     /// Parent → child: the parent is online again, with its (possibly new) path.
     pub const RESUME: u8 = 0x14;
+    /// Child → parent: the firmware IDs and node IDs of the child's subtree (only to a
+    /// parent that announced the capability, see [`subtree`](super::subtree)).
+    pub const SUBTREE: u8 = 0x15;
     /// Either way: keep-alive.
     pub const KEEPALIVE: u8 = 0x20;
     /// Either way: keep-alive answer.
@@ -232,6 +237,8 @@ pub enum Frame<'a> {
         /// The parent's path; the child's depth is `path.len() + 1`.
         path: Path,
     },
+    /// Child → parent: what lives in the child's subtree (see [`subtree`]).
+    Subtree(Subtree),
     /// Keep-alive probe.
     KeepAlive,
     /// Keep-alive answer.

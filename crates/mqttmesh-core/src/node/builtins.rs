@@ -70,12 +70,9 @@ impl Node {
             Incoming::Node { id, .. } => self.forward_to(id, topic, payload),
             Incoming::Ota { target, .. } | Incoming::Ota2 { target, .. }
                 if target == self.id.as_str() => {}
-            // OTA for one node by ID: its branch only. For a firmware ID, or a node we do
-            // not know: everyone (nodes of another firmware ignore it).
-            Incoming::Ota { target, .. } | Incoming::Ota2 { target, .. }
-                if self.route(target).is_some() =>
-            {
-                self.forward_to(target, topic, payload)
+            // OTA: only down the branches that may hold the target node or firmware.
+            Incoming::Ota { target, .. } | Incoming::Ota2 { target, .. } => {
+                self.forward_ota(target, topic, payload)
             }
             _ => self.forward_down(topic, payload),
         }
@@ -93,7 +90,7 @@ impl Node {
         }
     }
 
-    /// Broadcast, `fw` and OTA traffic: to every child.
+    /// Broadcast and `fw` traffic: to every child.
     fn forward_down(&mut self, topic: &str, payload: &[u8]) {
         let n = self.flood(&Frame::Deliver { topic, payload });
         self.counters.relayed_down += n as u64;

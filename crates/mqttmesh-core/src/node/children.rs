@@ -33,6 +33,8 @@ impl Node {
         child.since = now;
         child.last_rx = now;
         child.last_tx = now;
+        child.summary = Default::default();
+        child.caps = 0;
         // Cannot truncate: CHILD_SLOTS <= u8::MAX.
         Some(LinkId::Child(slot as u8))
     }
@@ -50,7 +52,7 @@ impl Node {
         };
         match (stage, frame) {
             (Stage::AwaitRequest, Frame::JoinRequest(req)) => self.on_join_request(slot, &req),
-            (Stage::AwaitProof, Frame::Proof { tag }) => self.on_proof(slot, &tag),
+            (Stage::AwaitProof, Frame::Proof { tag }) => self.on_proof(now, slot, &tag),
             (
                 Stage::Joined,
                 Frame::Publish {
@@ -61,6 +63,7 @@ impl Node {
                     payload,
                 },
             ) => self.on_upstream(now, slot, (origin, id), msg_type, topic, payload),
+            (Stage::Joined, Frame::Subtree(s)) => self.on_child_subtree(now, slot, &s),
             (Stage::Joined, Frame::KeepAlive) => {
                 let _ = self.send_frame(LinkId::Child(slot), &Frame::KeepAliveAck);
             }
@@ -125,7 +128,9 @@ impl Node {
             self.reject(slot, Reason::NotReady);
             return;
         }
-        let nonce = self.nonce();
+        let mut nonce = self.nonce();
+        // We take SUBTREE frames: say so (the nonce is covered by both tags).
+        link::subtree::mark_caps(&mut nonce, link::subtree::CAP_SUBTREE);
         let own = self.id.clone();
         let Ok(transcript) = Transcript::new(req, &nonce, own.as_str()) else {
             // Unreachable: a decoded request always encodes again.
@@ -141,6 +146,7 @@ impl Node {
             self.drop_child(slot);
             return;
         }
+        self.children[usize::from(slot)].caps = link::subtree::caps_of(&req.nonce);
         self.children[usize::from(slot)].state = ChildState::Challenged(Challenged {
             id,
             transcript,
@@ -150,7 +156,7 @@ impl Node {
     }
 
     /// Last handshake step: the child proved the key; admit it or say why not.
-    fn on_proof(&mut self, slot: u8, tag: &link::Tag) {
+    fn on_proof(&mut self, now: Instant, slot: u8, tag: &link::Tag) {
         let Some(child) = self.children.get_mut(usize::from(slot)) else {
             return;
         };
@@ -182,7 +188,10 @@ impl Node {
         {
             self.children[old].state = ChildState::Free;
             // Cannot truncate: CHILD_SLOTS <= u8::MAX.
-            let _ = self.push_action(Action::CloseLink(LinkId::Child(old as u8)));
+            let old = old as u8;
+            self.routes.forget_slot(old);
+            self.forget_summary(old);
+            let _ = self.push_action(Action::CloseLink(LinkId::Child(old)));
         }
         let path = self.path.clone();
         if self
@@ -198,6 +207,7 @@ impl Node {
         );
         self.children[usize::from(slot)].state = ChildState::Joined { id };
         self.note_fullness(self.now);
+        self.subtree_changed(now);
     }
 
     /// Why an authenticated child may not join, if it may not.
@@ -270,14 +280,16 @@ impl Node {
     }
 
     /// A child link is gone: publish `offline` for the child on its behalf.
-    pub(super) fn on_child_closed(&mut self, _now: Instant, slot: u8) {
+    pub(super) fn on_child_closed(&mut self, now: Instant, slot: u8) {
         let Some(child) = self.children.get_mut(usize::from(slot)) else {
             return;
         };
         let state = core::mem::take(&mut child.state);
         self.routes.forget_slot(slot);
         self.note_fullness(self.now);
+        self.forget_summary(slot);
         if let ChildState::Joined { id } = state {
+            self.subtree_changed(now);
             self.log(Level::Info, format_args!("child {id} lost"));
             if let Ok(topic) =
                 crate::topic::out_node(&self.config.out_prefix, &id, Info::Available.subtopic())

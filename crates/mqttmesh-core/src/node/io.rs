@@ -216,6 +216,11 @@ pub struct Counters {
     pub rebalance_moves: u64,
     /// `MakeRoom` requests we declined (moved recently or too often, no usable AP).
     pub rebalance_declined: u64,
+    /// OTA messages not sent down a branch because no node there runs the target
+    /// firmware ID or has the target node ID (one per message and branch left out).
+    pub ota_filtered: u64,
+    /// Subtree announcements sent to the parent.
+    pub subtree_sent: u64,
 }
 
 /// Why a publication was refused.

@@ -35,6 +35,7 @@ mod outbox;
 mod parent;
 mod rebalance;
 mod routes;
+mod subtree;
 mod uplink;
 
 use core::fmt::Write as _;
@@ -63,6 +64,7 @@ pub use rebalance::{
     ASK_INTERVAL, FULL_FOR, KNOCKED_LEN, KNOCK_REST, MAX_MOVES, MOVE_INTERVAL, REPEAT_WINDOW,
 };
 pub use routes::ROUTES_LEN;
+pub use subtree::{MAX_SUBTREE_FIRMWARE, MAX_SUBTREE_NODES, SUBTREE_DELAY};
 pub use uplink::{AssocError, State};
 
 /// Child link slots: `max_children` joined children plus one spare, so a surplus child
@@ -125,6 +127,10 @@ struct Child {
     since: Instant,
     last_rx: Instant,
     last_tx: Instant,
+    /// What the child announced about its subtree.
+    summary: subtree::Summary,
+    /// The child's capability byte, from its JoinRequest nonce.
+    caps: u8,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +194,12 @@ pub struct Node {
     outbox: outbox::Outbox,
     acks: outbox::Acks,
     routes: routes::Routes,
+    /// The parent's capability byte from its Challenge nonce.
+    parent_caps: u8,
+    /// When to send our subtree announcement.
+    subtree_at: Option<Instant>,
+    /// The last announcement sent to the current parent.
+    subtree_sent: Option<subtree::Sent>,
 
     actions: Deque<Action, QUEUE_LEN>,
     transmits: Deque<Transmit, QUEUE_LEN>,
@@ -257,6 +269,9 @@ impl Node {
             outbox: outbox::Outbox::new(first_id),
             acks: outbox::Acks::default(),
             routes: routes::Routes::default(),
+            parent_caps: 0,
+            subtree_at: None,
+            subtree_sent: None,
             actions: Deque::new(),
             transmits: Deque::new(),
             events: Deque::new(),
@@ -527,6 +542,9 @@ impl Node {
         if let Some(t) = self.refresh_at {
             consider(t);
         }
+        if let Some(t) = self.subtree_at {
+            consider(t);
+        }
         if matches!(self.state, State::Root | State::Mesh) {
             if let Some(t) = self.outbox.next_due() {
                 consider(t);
@@ -579,6 +597,9 @@ impl Node {
         if self.refresh_at.is_some_and(|t| t <= now) {
             self.refresh_at = None;
             self.on_refresh_timer(now);
+        }
+        if self.subtree_at.is_some_and(|t| t <= now) {
+            self.on_subtree_timer();
         }
         self.check_parent_link(now);
         self.check_children(now);

@@ -22,8 +22,14 @@ impl Node {
                     parent_id,
                     tag,
                 },
-            ) => self.on_challenge(now, &nonce, parent_id, &tag),
-            (Stage::AwaitAccept, Frame::JoinAccept { path }) => self.on_join_accept(now, path),
+            ) => {
+                self.note_parent_caps(&nonce);
+                self.on_challenge(now, &nonce, parent_id, &tag)
+            }
+            (Stage::AwaitAccept, Frame::JoinAccept { path }) => {
+                self.on_attaching();
+                self.on_join_accept(now, path)
+            }
             // A refusal may come before or after the challenge (version, not ready).
             (Stage::AwaitChallenge | Stage::AwaitAccept, Frame::JoinReject { reason }) => {
                 self.on_join_reject(now, reason)
@@ -35,7 +41,10 @@ impl Node {
             (Stage::Held, Frame::Deliver { .. }) => {}
             (Stage::Joined | Stage::Held, Frame::Ack { origin, id }) => self.on_ack(origin, id),
             (Stage::Joined | Stage::Held, Frame::Hold) => self.on_hold(now),
-            (Stage::Held, Frame::Resume { path }) => self.on_resume(now, path),
+            (Stage::Held, Frame::Resume { path }) => {
+                self.on_attaching();
+                self.on_resume(now, path)
+            }
             (Stage::Joined, Frame::MakeRoom) => self.on_make_room(now),
             // A held node has no uplink to move: the parent asks again later.
             (Stage::Held, Frame::MakeRoom) => self.counters.rebalance_declined += 1,
@@ -104,6 +113,7 @@ pub(super) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Ack { .. } => "Ack",
         Frame::Hold => "Hold",
         Frame::Resume { .. } => "Resume",
+        Frame::Subtree(_) => "Subtree",
         Frame::KeepAlive => "KeepAlive",
         Frame::KeepAliveAck => "KeepAliveAck",
         Frame::Leave { .. } => "Leave",

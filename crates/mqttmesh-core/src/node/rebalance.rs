@@ -34,6 +34,7 @@
 
 use super::{ChildState, Level, LinkId, Node, State, CHILD_SLOTS};
 use crate::identity::{mesh_chip_id, Mac};
+use crate::link::subtree::CAP_MAKE_ROOM;
 use crate::link::{Frame, Reason};
 use crate::time::{Duration, Instant};
 use crate::uplink::{self, Candidate, Kind, ScanEntry, DEPTH_PENALTY_DB};
@@ -121,7 +122,12 @@ impl Node {
         // Round robin over the joined children.
         for i in 0..CHILD_SLOTS {
             let slot = (usize::from(self.rebalance.next_slot) + i) % CHILD_SLOTS;
-            if !matches!(self.children[slot].state, ChildState::Joined { .. }) {
+            let child = &self.children[slot];
+            // Only a child that said it understands MAKE_ROOM: an older one would
+            // close the link on the unknown frame.
+            if !matches!(child.state, ChildState::Joined { .. })
+                || child.caps & CAP_MAKE_ROOM == 0
+            {
                 continue;
             }
             // Cannot truncate: CHILD_SLOTS <= u8::MAX.

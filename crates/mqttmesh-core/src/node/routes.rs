@@ -72,6 +72,14 @@ impl Routes {
         self.entries.retain(|r| r.slot != slot);
     }
 
+    /// The descendants learned below child `slot`.
+    pub(super) fn ids_of(&self, slot: u8) -> impl Iterator<Item = &NodeId> {
+        self.entries
+            .iter()
+            .filter(move |r| r.slot == slot)
+            .map(|r| &r.id)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.entries.len()
     }

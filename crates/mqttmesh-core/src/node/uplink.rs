@@ -217,7 +217,9 @@ impl Node {
         self.parent.last_tx = now;
         self.state = State::Joining;
         self.deadline = Some(now + self.config.timing.connect_timeout);
-        let nonce = self.nonce();
+        let mut nonce = self.nonce();
+        // We understand MAKE_ROOM: say so (the nonce is covered by both tags).
+        crate::link::subtree::mark_caps(&mut nonce, crate::link::subtree::CAP_MAKE_ROOM);
         self.parent.handshake = Handshake::AwaitChallenge { nonce };
         let version = self.config.firmware_version.clone();
         let id = self.id.clone();

@@ -141,6 +141,9 @@ pub fn path(ids: &[&str]) -> Path {
 pub struct Harness {
     /// Nonces handed to test children, so each join is fresh.
     pub next_nonce: u8,
+    /// The capability byte test children mark their nonces with (default: they
+    /// understand `MAKE_ROOM`, as a current node; 0 plays an older one).
+    pub child_caps: u8,
     /// The last join request the node sent to its parent (kept across `clear`).
     pub join_request_sent: Option<Vec<u8>>,
     pub node: Node,
@@ -157,6 +160,7 @@ impl Harness {
         let node = Node::new(config(timing), CHIP, 7, "Power on", Instant::ZERO);
         Harness {
             next_nonce: 1,
+            child_caps: mqttmesh_core::link::subtree::CAP_MAKE_ROOM,
             join_request_sent: None,
             node,
             now: Instant::ZERO,
@@ -297,7 +301,11 @@ impl Harness {
     /// A fresh nonce for a test child.
     pub fn fresh_nonce(&mut self) -> Nonce {
         self.next_nonce = self.next_nonce.wrapping_add(1);
-        [self.next_nonce; 16]
+        let mut nonce = [self.next_nonce; 16];
+        if self.child_caps != 0 {
+            mqttmesh_core::link::subtree::mark_caps(&mut nonce, self.child_caps);
+        }
+        nonce
     }
 
     /// Sends `id`'s join request on `link` and checks the parent's Challenge (its tag

@@ -165,6 +165,8 @@ fn report(
             .sum(),
         auth_failures: (0..n).map(|i| world.node(i).counters().auth_failures).sum(),
         malformed: (0..n).map(|i| world.node(i).counters().malformed).sum(),
+        ota_filtered: (0..n).map(|i| world.node(i).counters().ota_filtered).sum(),
+        subtree_sent: (0..n).map(|i| world.node(i).counters().subtree_sent).sum(),
         mesh_tls: None,
         node_list,
         extra: Extra {

@@ -519,11 +519,16 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
 /// A valid frame (or nothing, if the fuzzer's fields are refused by the encoder).
 fn frame(input: &mut Input<'_>) -> Vec<u8> {
     let payload = vec![0x5a; usize::from(input.byte().unwrap_or(0))];
-    match input.byte().unwrap_or(0) % 14 {
+    match input.byte().unwrap_or(0) % 15 {
         0 => {
             let flags = input.byte().unwrap_or(0);
+            let mut nonce = [input.byte().unwrap_or(0); 16];
+            if flags & 2 != 0 {
+                // A current child: it understands MAKE_ROOM (re-balancing asks it).
+                subtree::mark_caps(&mut nonce, subtree::CAP_MAKE_ROOM);
+            }
             let mut bytes = encode(&Frame::JoinRequest(JoinRequest {
-                nonce: [input.byte().unwrap_or(0); 16],
+                nonce,
                 node_id: input.pick(&IDS),
                 chip_id: 0x00C0_FFEE,
                 firmware_id: 0x1337,
@@ -582,7 +587,7 @@ fn frame(input: &mut Input<'_>) -> Vec<u8> {
             encode(&Frame::Resume { path })
         }
         6 => encode(&Frame::KeepAliveAck),
-        13 => {
+        14 => {
             let flags = input.byte().unwrap_or(0);
             let firmware = (0..flags % 10)
                 .map(|i| 0x1337 + u32::from(i & input.byte().unwrap_or(0)))

@@ -136,7 +136,10 @@ fn only_children_that_said_they_understand_make_room_are_asked() {
 #[test]
 fn a_joining_node_marks_its_nonce_as_understanding_make_room() {
     let h = joining_child(grace_timing(), &[PARENT_CHIP]);
-    let sent = h.join_request_sent.as_ref().expect("a join request was sent");
+    let sent = h
+        .join_request_sent
+        .as_ref()
+        .expect("a join request was sent");
     let Ok(Frame::JoinRequest(req)) = Frame::decode(&sent[HEADER_LEN..]) else {
         panic!("not a join request");
     };

@@ -160,9 +160,9 @@ mod heal;
 mod hostile;
 #[path = "scenarios/messaging.rs"]
 mod messaging;
-#[path = "scenarios/rebalance.rs"]
-mod rebalance;
 #[path = "scenarios/ota_routing.rs"]
 mod ota_routing;
+#[path = "scenarios/rebalance.rs"]
+mod rebalance;
 #[path = "scenarios/scale.rs"]
 mod scale;

@@ -125,8 +125,7 @@ impl Node {
             let child = &self.children[slot];
             // Only a child that said it understands MAKE_ROOM: an older one would
             // close the link on the unknown frame.
-            if !matches!(child.state, ChildState::Joined { .. })
-                || child.caps & CAP_MAKE_ROOM == 0
+            if !matches!(child.state, ChildState::Joined { .. }) || child.caps & CAP_MAKE_ROOM == 0
             {
                 continue;
             }

@@ -251,10 +251,20 @@ async fn line_of_four(
     public_key: Option<[u8; 32]>,
     firmware_ids: Vec<u32>,
 ) -> Mesh {
+    line_of_four_timed(broker, flash, public_key, firmware_ids, Timing::fast()).await
+}
+
+async fn line_of_four_timed(
+    broker: SocketAddr,
+    flash: &Path,
+    public_key: Option<[u8; 32]>,
+    firmware_ids: Vec<u32>,
+    timing: Timing,
+) -> Mesh {
     let mesh = Mesh::start(MeshSpec {
         placement: topology::line(4),
         model: Model::default(),
-        timing: Timing::fast(),
+        timing,
         config: config(broker, public_key),
         broker,
         mqtt_trust: Default::default(),
@@ -569,7 +579,13 @@ async fn compat_upload_drops_a_node_that_dies_and_updates_the_rest() {
     let obs = Observer::start(broker.addr(), OUT, "ota-cli-compat-drop")
         .await
         .expect("observer");
-    let mesh = line_of_four(broker.addr(), flash.path(), None, vec![]).await;
+    // Slow hops (20 ms each way, 160 ms per chunk to the leaf and back): the leaf is
+    // killed with most of the 32 chunks still to come, however fast the machine is.
+    let slow = Timing {
+        hop_latency: Duration::from_millis(20),
+        ..Timing::fast()
+    };
+    let mesh = line_of_four_timed(broker.addr(), flash.path(), None, vec![], slow).await;
     let leaf = deepest(&mesh);
     let leaf_id = mesh.node_id(leaf);
     let image = write_image(flash.path(), "fw.bin", "0.2", 24 * 1024);

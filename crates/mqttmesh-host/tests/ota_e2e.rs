@@ -151,65 +151,15 @@ async fn compat_exchange_updates_matching_nodes_several_hops_deep() {
     let dir = TempDir::new("compat");
     let (mesh, obs) = mesh(broker.addr(), &dir, false).await;
     let ids: Vec<String> = (0..4).map(|i| mesh.node_id(i)).collect();
-    let targets = [&ids[0], &ids[1], &ids[3]];
+    let targets = [ids[0].clone(), ids[1].clone(), ids[3].clone()];
     let image = make_test_image("0.2", "mqttmesh", 40 * 1024, 9);
-    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&image));
-    obs.publish(
-        &format!("{IN}ota/{FW:X}/start"),
-        format!("md5:{md5},len:{}", image.len()).as_bytes(),
-        false,
-    )
-    .await
-    .expect("publish");
-    assert!(
-        obs.wait_for(WAIT, |o| targets.iter().all(|id| !answered(
-            o,
-            id,
-            "ota/erase"
-        )
-        .is_empty()))
-            .await,
-        "not every matching node answered the erase"
-    );
-    for (n, chunk) in image.chunks(768).enumerate() {
-        let offset = n * 768;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
-        obs.publish(&format!("{IN}ota/0x{FW:x}/{offset}"), b64.as_bytes(), false)
-            .await
-            .expect("publish");
-        let want: String = Md5::digest(chunk)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let sub = format!("ota/md5/{offset:x}");
-        assert!(
-            obs.wait_for(WAIT, |o| targets
-                .iter()
-                .all(|id| answered(o, id, &sub).iter().any(|p| p == want.as_bytes())))
-                .await,
-            "no MD5 for offset {offset}"
-        );
-    }
-    obs.publish(&format!("{IN}ota/{FW:X}/check"), b"", false)
-        .await
-        .expect("publish");
-    assert!(
-        obs.wait_for(WAIT, |o| targets.iter().all(|id| answered(
-            o,
-            id,
-            "ota/check"
-        )
-        .iter()
-        .any(|p| p == b"MD5 Passed")))
-            .await,
-        "check did not pass everywhere"
-    );
+    // Chunks name the target as `0x` + lower-case hex, as the original script may.
+    compat_upload(&obs, &targets, &image, &format!("0x{FW:x}")).await;
     obs.publish(&format!("{IN}ota/{FW:X}/flash"), b"", false)
         .await
         .expect("publish");
-    let updated: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
     assert!(
-        versions_become(&obs, &updated, "0.2").await,
+        versions_become(&obs, &targets, "0.2").await,
         "nodes did not come back running v0.2"
     );
     // The relay of another firmware took no part and runs what it ran.
@@ -505,8 +455,9 @@ async fn with_flash_timing_a_node_answers_after_the_erase_work() {
 }
 
 /// The compat exchange for firmware `FW` up to `check`, stop-and-wait as the original
-/// script: every `targets` node must answer each step.
-async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8]) {
+/// script: every `targets` node must answer each step, each chunk with its MD5. Chunks
+/// name the target as `chunk_target` (the firmware ID in any spelling the nodes take).
+async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8], chunk_target: &str) {
     let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(image));
     obs.publish(
         &format!("{IN}ota/{FW:X}/start"),
@@ -528,14 +479,22 @@ async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8]) {
     for (n, chunk) in image.chunks(768).enumerate() {
         let offset = n * 768;
         let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
-        obs.publish(&format!("{IN}ota/{FW:X}/{offset}"), b64.as_bytes(), false)
-            .await
-            .expect("publish");
+        obs.publish(
+            &format!("{IN}ota/{chunk_target}/{offset}"),
+            b64.as_bytes(),
+            false,
+        )
+        .await
+        .expect("publish");
+        let want: String = Md5::digest(chunk)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let sub = format!("ota/md5/{offset:x}");
         assert!(
             obs.wait_for(WAIT, |o| targets
                 .iter()
-                .all(|id| !answered(o, id, &sub).is_empty()))
+                .all(|id| answered(o, id, &sub).iter().any(|p| p == want.as_bytes())))
                 .await,
             "no MD5 for offset {offset}"
         );
@@ -607,7 +566,7 @@ async fn upload_by_firmware_id_skips_the_branch_of_another_firmware() {
     // start, the chunks and check (counted before the flash restarts the root).
     let messages = 2 + image.len().div_ceil(768) as u64;
     let before = mesh.statuses();
-    compat_upload(&obs, &targets, &image).await;
+    compat_upload(&obs, &targets, &image, &format!("{FW:X}")).await;
     let after = mesh.statuses();
     obs.publish(&format!("{IN}ota/{FW:X}/flash"), b"", false)
         .await

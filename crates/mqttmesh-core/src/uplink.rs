@@ -92,6 +92,17 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The candidate a scan entry offers, as `kind`.
+    pub fn from_entry(entry: &ScanEntry, kind: Kind) -> Candidate {
+        Candidate {
+            bssid: entry.bssid,
+            ssid: entry.ssid.clone(),
+            rssi: entry.rssi,
+            channel: entry.channel,
+            kind,
+        }
+    }
+
     /// Sort key: lower is better.
     fn key(&self) -> (u8, i16) {
         match self.kind {
@@ -138,14 +149,7 @@ pub fn rank(
         } else {
             continue;
         };
-        let candidate = Candidate {
-            bssid: entry.bssid,
-            ssid: entry.ssid.clone(),
-            rssi: entry.rssi,
-            channel: entry.channel,
-            kind,
-        };
-        insert_ranked(&mut out, candidate);
+        insert_ranked(&mut out, Candidate::from_entry(entry, kind));
     }
     out
 }

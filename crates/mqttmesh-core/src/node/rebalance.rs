@@ -285,16 +285,13 @@ impl Node {
             }
             best = Some((
                 key,
-                Candidate {
-                    bssid: e.bssid,
-                    ssid: e.ssid.clone(),
-                    rssi: e.rssi,
-                    channel: e.channel,
-                    kind: Kind::Mesh {
+                Candidate::from_entry(
+                    e,
+                    Kind::Mesh {
                         chip_id,
                         depth: Some(depth),
                     },
-                },
+                ),
             ));
         }
         best.map(|(_, c)| c)
@@ -329,16 +326,13 @@ impl Node {
             }
             best = Some((
                 key,
-                Candidate {
-                    bssid: e.bssid,
-                    ssid: e.ssid.clone(),
-                    rssi: e.rssi,
-                    channel: e.channel,
-                    kind: Kind::Mesh {
+                Candidate::from_entry(
+                    e,
+                    Kind::Mesh {
                         chip_id,
                         depth: Some(depth),
                     },
-                },
+                ),
             ));
         }
         let Some((_, target)) = best else {

@@ -108,12 +108,15 @@ impl Candidate {
         match self.kind {
             Kind::Router { .. } if self.rssi >= ROUTER_RSSI_FLOOR => (0, -i16::from(self.rssi)),
             Kind::Router { .. } => (1, -i16::from(self.rssi)),
-            Kind::Mesh { depth, .. } => {
-                let cost = i16::from(depth.unwrap_or(1).saturating_sub(1)) * DEPTH_PENALTY_DB;
-                (1, -i16::from(self.rssi) + cost)
-            }
+            Kind::Mesh { depth, .. } => (1, mesh_score(self.rssi, depth)),
         }
     }
+}
+
+/// How good a mesh AP heard at `rssi` is as a parent at `depth` (unknown: 1); lower is
+/// better: signal, less [`DEPTH_PENALTY_DB`] per level below the root.
+pub fn mesh_score(rssi: i8, depth: Option<u8>) -> i16 {
+    -i16::from(rssi) + i16::from(depth.unwrap_or(1).saturating_sub(1)) * DEPTH_PENALTY_DB
 }
 
 /// Ranks `scan` for a node with chip ID `own_chip_id` in the mesh with key `mesh_key`.

@@ -135,10 +135,7 @@ impl Node {
     /// within [`SPREAD_DB`] of the best, so they spread out.
     fn spread_first_choice(&mut self, tier: usize) {
         let score = |c: &Candidate| match c.kind {
-            Kind::Mesh { depth, .. } => Some(
-                -i16::from(c.rssi)
-                    + i16::from(depth.unwrap_or(1).saturating_sub(1)) * uplink::DEPTH_PENALTY_DB,
-            ),
+            Kind::Mesh { depth, .. } => Some(uplink::mesh_score(c.rssi, depth)),
             Kind::Router { .. } => None,
         };
         let Some(best) = self.candidates.first().and_then(score) else {

@@ -37,7 +37,7 @@ use crate::identity::{mesh_chip_id, Mac};
 use crate::link::subtree::CAP_MAKE_ROOM;
 use crate::link::{Frame, Reason};
 use crate::time::{Duration, Instant};
-use crate::uplink::{self, Candidate, Kind, ScanEntry, DEPTH_PENALTY_DB};
+use crate::uplink::{self, Candidate, Kind, ScanEntry};
 
 use heapless::Vec;
 
@@ -252,90 +252,66 @@ impl Node {
     fn room_elsewhere(&self, now: Instant, entries: &[ScanEntry]) -> Option<Candidate> {
         let parent_depth = self.path.len().checked_sub(1)?;
         let old = self.current.as_ref().map(|c| c.bssid);
-        let own_chip = self.chip_id & 0x00FF_FFFF;
-        let mut best: Option<((bool, i16), Candidate)> = None;
-        for e in entries {
-            let (Some(depth), Some(free)) = (e.depth, e.free) else {
-                continue;
-            };
-            let Some(chip_id) = mesh_chip_id(&e.bssid, self.mesh_key) else {
-                continue;
-            };
-            if chip_id == own_chip
-                || free == 0
-                || usize::from(depth) > parent_depth + 1
-                || depth >= self.config.max_depth
-                || Some(e.bssid) == old
-                || self
-                    .penalties
-                    .iter()
-                    .any(|(b, until)| *b == e.bssid && *until > now)
-            {
-                continue;
-            }
-            // Same depth as our parent or shallower first; our own depth (one level
-            // deeper for us) only when there is nothing else.
-            let deeper = usize::from(depth) > parent_depth;
-            let key = (
-                deeper,
-                -i16::from(e.rssi) + i16::from(depth.saturating_sub(1)) * DEPTH_PENALTY_DB,
-            );
-            if best.as_ref().is_some_and(|(k, _)| *k <= key) {
-                continue;
-            }
-            best = Some((
-                key,
-                Candidate::from_entry(
+        entries
+            .iter()
+            .filter_map(|e| {
+                let (chip_id, depth) = self.mesh_ap(e)?;
+                if e.free? == 0
+                    || usize::from(depth) > parent_depth + 1
+                    || Some(e.bssid) == old
+                    || self.penalized(now, &e.bssid)
+                {
+                    return None;
+                }
+                // Same depth as our parent or shallower first; our own depth (one
+                // level deeper for us) only when there is nothing else.
+                let deeper = usize::from(depth) > parent_depth;
+                Some((
+                    (deeper, uplink::mesh_score(e.rssi, Some(depth))),
                     e,
-                    Kind::Mesh {
-                        chip_id,
-                        depth: Some(depth),
-                    },
-                ),
-            ));
-        }
-        best.map(|(_, c)| c)
+                    chip_id,
+                    depth,
+                ))
+            })
+            .min_by_key(|(key, ..)| *key)
+            .map(|(_, e, chip_id, depth)| mesh_candidate(e, chip_id, depth))
+    }
+
+    /// A genuine AP of this mesh that is not ours, announcing a depth below
+    /// `max_depth`: its chip ID and depth.
+    fn mesh_ap(&self, e: &ScanEntry) -> Option<(u32, u8)> {
+        let depth = e.depth?;
+        let chip_id = mesh_chip_id(&e.bssid, self.mesh_key)?;
+        (chip_id != self.chip_id & 0x00FF_FFFF && depth < self.config.max_depth)
+            .then_some((chip_id, depth))
+    }
+
+    fn penalized(&self, now: Instant, bssid: &Mac) -> bool {
+        self.penalties
+            .iter()
+            .any(|(b, until)| b == bssid && *until > now)
     }
 
     /// A scan found no candidate: knock on the best full mesh AP, if any (see the
     /// module doc). Returns whether a knock was started.
     pub(super) fn knock(&mut self, now: Instant, entries: &[ScanEntry]) -> bool {
-        let own_chip = self.chip_id & 0x00FF_FFFF;
-        let mut best: Option<(i16, Candidate)> = None;
-        for e in entries {
-            if e.free != Some(0) {
-                continue;
-            }
-            let Some(depth) = e.depth else { continue };
-            let Some(chip_id) = mesh_chip_id(&e.bssid, self.mesh_key) else {
-                continue;
-            };
-            if chip_id == own_chip
-                || depth >= self.config.max_depth
-                || self
-                    .penalties
+        let best = entries
+            .iter()
+            .filter_map(|e| {
+                let (chip_id, depth) = self.mesh_ap(e)?;
+                let knocked = self
+                    .rebalance
+                    .knocked
                     .iter()
-                    .chain(self.rebalance.knocked.iter())
-                    .any(|(b, until)| *b == e.bssid && *until > now)
-            {
-                continue;
-            }
-            let key = -i16::from(e.rssi) + i16::from(depth.saturating_sub(1)) * DEPTH_PENALTY_DB;
-            if best.as_ref().is_some_and(|(k, _)| *k <= key) {
-                continue;
-            }
-            best = Some((
-                key,
-                Candidate::from_entry(
-                    e,
-                    Kind::Mesh {
-                        chip_id,
-                        depth: Some(depth),
-                    },
-                ),
-            ));
-        }
-        let Some((_, target)) = best else {
+                    .any(|(b, until)| *b == e.bssid && *until > now);
+                if e.free != Some(0) || knocked || self.penalized(now, &e.bssid) {
+                    return None;
+                }
+                Some((uplink::mesh_score(e.rssi, Some(depth)), e, chip_id, depth))
+            })
+            .min_by_key(|(key, ..)| *key)
+            .map(|(_, e, chip_id, depth)| mesh_candidate(e, chip_id, depth));
+        let Some(target) = best else {
             return false;
         };
         self.counters.rebalance_knocks += 1;
@@ -355,4 +331,15 @@ impl Node {
         self.rebalance.knocking = true;
         true
     }
+}
+
+/// A mesh AP as an uplink candidate.
+fn mesh_candidate(e: &ScanEntry, chip_id: u32, depth: u8) -> Candidate {
+    Candidate::from_entry(
+        e,
+        Kind::Mesh {
+            chip_id,
+            depth: Some(depth),
+        },
+    )
 }

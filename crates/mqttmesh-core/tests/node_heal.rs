@@ -40,8 +40,9 @@ fn joined(timing: Timing) -> Harness {
     h
 }
 
-#[test]
-fn orphan_tries_refreshed_candidates_shallow_first_then_scans_at_once() {
+/// A joined node refreshing its candidates every 4 s, stepped until it asked for its
+/// first background scan.
+fn background_scanning() -> Harness {
     let timing = Timing {
         candidate_refresh: Duration::from_secs(4),
         ..short_timing()
@@ -56,6 +57,12 @@ fn orphan_tries_refreshed_candidates_shallow_first_then_scans_at_once() {
         h.step();
     }
     assert!(h.asked(&Action::Scan), "a background scan");
+    h
+}
+
+#[test]
+fn orphan_tries_refreshed_candidates_shallow_first_then_scans_at_once() {
+    let mut h = background_scanning();
     assert_eq!(h.node.state(), State::Mesh);
     let entries = [
         entry(DEEP_CHIP, -30, 3),
@@ -122,18 +129,7 @@ fn orphan_trusts_its_cache_only_while_fresh() {
 
 #[test]
 fn background_scan_result_after_going_offline_is_ignored() {
-    let timing = Timing {
-        candidate_refresh: Duration::from_secs(4),
-        ..short_timing()
-    };
-    let mut h = joined(timing);
-    for _ in 0..20 {
-        if h.asked(&Action::Scan) {
-            break;
-        }
-        h.step();
-    }
-    assert!(h.asked(&Action::Scan));
+    let mut h = background_scanning();
     h.node.handle_link_closed(h.now, LinkId::Parent);
     h.drain();
     let state = h.node.state();

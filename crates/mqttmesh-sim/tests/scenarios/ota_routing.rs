@@ -116,6 +116,18 @@ fn two_firmware_world(seed: u64) -> (World, Vec<u32>) {
     (w, fw)
 }
 
+/// Every node running `FW_A` took all `n` OTA commands; no other node took any.
+fn every_a_node_and_no_other_got(w: &World, fw: &[u32], n: usize) {
+    for (i, &f) in fw.iter().enumerate() {
+        let want = if f == FW_A { n } else { 0 };
+        check(
+            w,
+            ota_commands(w, i) == want,
+            &format!("node {i} (fw {f:X}) got {want} OTA commands"),
+        );
+    }
+}
+
 #[test]
 fn ota_for_one_firmware_never_enters_a_branch_without_it() {
     let (mut w, fw) = two_firmware_world(41);
@@ -126,14 +138,7 @@ fn ota_for_one_firmware_never_enters_a_branch_without_it() {
     let topics = ota_topics(FW_A, 20);
     w.tap_frames(true);
     send_upload(&mut w, &topics, b"QUJD");
-    for (i, &f) in fw.iter().enumerate() {
-        let want = if f == FW_A { topics.len() } else { 0 };
-        check(
-            &w,
-            ota_commands(&w, i) == want,
-            &format!("node {i} (fw {f:X}) got {want} OTA commands"),
-        );
-    }
+    every_a_node_and_no_other_got(&w, &fw, topics.len());
     let delivers = ota_delivers(&w);
     for t in &delivers {
         check(
@@ -174,14 +179,7 @@ fn ota_floods_when_no_announcement_arrives() {
     let topics = ota_topics(FW_A, 5);
     w.tap_frames(true);
     send_upload(&mut w, &topics, b"QUJD");
-    for (i, &f) in fw.iter().enumerate() {
-        let want = if f == FW_A { topics.len() } else { 0 };
-        check(
-            &w,
-            ota_commands(&w, i) == want,
-            &format!("node {i} got {want}"),
-        );
-    }
+    every_a_node_and_no_other_got(&w, &fw, topics.len());
     check(
         &w,
         ota_delivers(&w).len() == (fw.len() - 1) * topics.len(),

@@ -192,9 +192,12 @@ fn held_with_child() -> (Harness, LinkId) {
     (h, a)
 }
 
-/// Steps a held node to its scan for an AP with a path.
-fn held_scan(h: &mut Harness) {
+/// Steps a held node to its scan for an AP with a path (its parent and child `a` keep
+/// their links alive meanwhile).
+fn held_scan(h: &mut Harness, a: LinkId) {
     h.now += HELD_SCAN_INTERVAL;
+    h.feed(LinkId::Parent, &encode(&Frame::KeepAlive));
+    h.feed(a, &encode(&Frame::KeepAlive));
     h.node.handle_timeout(h.now);
     h.drain();
     assert!(
@@ -209,7 +212,7 @@ fn held_scan(h: &mut Harness) {
 fn held_node_leaves_a_parent_that_cannot_get_back_for_an_ap_with_a_path() {
     let (mut h, a) = held_with_child();
     assert!(!h.asked_scan(), "the parent gets its chance first");
-    held_scan(&mut h);
+    held_scan(&mut h, a);
     let no_room = ScanEntry {
         free: Some(0),
         ..entry(SHALLOW_CHIP, -30, 1)
@@ -274,25 +277,46 @@ fn held_node_leaves_a_parent_that_cannot_get_back_for_an_ap_with_a_path() {
 }
 
 #[test]
-fn held_node_with_no_ap_that_has_a_path_stays_and_looks_again() {
+fn held_node_leaves_later_only_for_an_ap_that_kept_its_path_between_looks() {
     let (mut h, a) = held_with_child();
-    held_scan(&mut h);
+    held_scan(&mut h, a);
     let held_sibling = ScanEntry {
+        depth: None,
         free: Some(0),
         ..entry(SAME_DEPTH_CHIP, -30, 2)
     };
     h.node
         .handle_scan_done(h.now, &[held_sibling, mesh_entry(SHALLOW_CHIP, -40)]);
     h.drain();
-    assert_eq!(h.node.state(), State::Held);
-    assert_eq!(h.counters().escapes, 0);
+    assert_eq!(h.node.state(), State::Held, "nothing with a path: stay");
     assert!(h.sent_to(LinkId::Parent).is_empty());
-    assert!(h.sent_to(a).is_empty());
     assert!(h.associating_with().is_none());
     h.clear();
-    held_scan(&mut h);
 
-    // The parent is back before anything turned up: we resume with it.
+    // The sibling is back (after a router outage, everyone is): it may be recovering
+    // alongside our parent, which gets the same chance.
+    held_scan(&mut h, a);
+    h.node
+        .handle_scan_done(h.now, &[entry(SAME_DEPTH_CHIP, -30, 2)]);
+    h.drain();
+    assert_eq!(h.node.state(), State::Held, "newly back: not yet");
+    assert_eq!(h.counters().escapes, 0);
+    h.clear();
+
+    // Still there at the next look, and our parent still is not: leave for it.
+    held_scan(&mut h, a);
+    h.node
+        .handle_scan_done(h.now, &[entry(SAME_DEPTH_CHIP, -30, 2)]);
+    h.drain();
+    assert_eq!(h.counters().escapes, 1);
+    assert_eq!(h.associating_with(), Some(mac(SAME_DEPTH_CHIP)));
+    assert!(h.sent_to(a).is_empty(), "our child stays held");
+}
+
+#[test]
+fn held_node_resumes_with_its_parent_when_it_comes_back_first() {
+    let (mut h, a) = held_with_child();
+    held_scan(&mut h, a);
     h.feed(
         LinkId::Parent,
         &encode(&Frame::Resume {
@@ -307,6 +331,14 @@ fn held_node_with_no_ap_that_has_a_path_stays_and_looks_again() {
             path: path(&["0B0009", PARENT_ID, OWN_ID])
         }]
     );
+    h.clear();
+    // The look's late result is a background scan now: it moves nobody.
+    h.node
+        .handle_scan_done(h.now, &[entry(SAME_DEPTH_CHIP, -30, 2)]);
+    h.drain();
+    assert_eq!(h.node.state(), State::Mesh);
+    assert!(h.associating_with().is_none());
+    assert_eq!(h.counters().escapes, 0);
 }
 
 #[test]

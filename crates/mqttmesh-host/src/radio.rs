@@ -316,9 +316,11 @@ impl Radio {
                 continue;
             };
             let (ap, stations) = &state.aps[&owner];
-            let used = match state.no_room.contains(&owner) {
-                true => u8::MAX,
-                false => u8::try_from(stations.len()).unwrap_or(u8::MAX),
+            // A node holding its children without an uplink has no depth and no room.
+            let admits = !state.no_room.contains(&owner);
+            let used = match admits {
+                true => u8::try_from(stations.len()).unwrap_or(u8::MAX),
+                false => u8::MAX,
             };
             out.push(ScanEntry {
                 bssid: ap.bssid,
@@ -326,7 +328,7 @@ impl Radio {
                 rssi,
                 channel: ap.channel,
                 hidden: true,
-                depth: Some(ap.depth),
+                depth: admits.then_some(ap.depth),
                 free: Some(ap.max_stations.saturating_sub(used)),
             });
         }

@@ -290,7 +290,8 @@ impl World {
                     rssi,
                     channel: ap.channel,
                     hidden: true,
-                    depth: Some(ap.depth),
+                    // A node holding its children without an uplink has no depth.
+                    depth: ap.admits.then_some(ap.depth),
                     free: self.free_slots(j, ap),
                 });
             }

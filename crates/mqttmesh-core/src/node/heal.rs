@@ -11,7 +11,7 @@
 //! subtree is waiting on it.
 
 use super::{Action, Level, LinkId, Node, State};
-use crate::identity::NodeId;
+use crate::identity::{Mac, NodeId};
 use crate::link::{self, Frame};
 use crate::time::{Duration, Instant};
 use crate::uplink::{self, Candidate, Kind, ScanEntry};
@@ -23,6 +23,18 @@ pub const CANDIDATE_MAX_AGE: Duration = Duration::from_secs(120);
 /// An orphan's first choice is random among the cached mesh candidates ranked within
 /// this many dB of the best (see `spread_first_choice`).
 const SPREAD_DB: i16 = 12;
+
+/// What a held node saw at its previous look for an AP with a path.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Escape {
+    /// Looks since the `HOLD`.
+    looks: u8,
+    /// The APs with a path the last look found, best first.
+    live: heapless::Vec<Mac, ESCAPE_MEMORY>,
+}
+
+/// How many APs with a path a held node remembers from one look to the next.
+const ESCAPE_MEMORY: usize = 8;
 
 /// A held node looks for an AP with a path this long after the `HOLD`, and again this
 /// long after each such scan while still held (see `on_escape_scan`). Long enough for a
@@ -134,6 +146,7 @@ impl Node {
     /// and again after every such interval while held.
     pub(super) fn start_escape_scans(&mut self, now: Instant) {
         self.bg_scan = false;
+        self.escape = Escape::default();
         self.refresh_at = match self.config.timing.candidate_refresh {
             Duration::ZERO => None,
             _ => Some(now + HELD_SCAN_INTERVAL),
@@ -145,12 +158,25 @@ impl Node {
     /// router, or a mesh AP announcing its depth and a free slot: a held AP announces
     /// none and admits nobody, see [`Action::AdmitStations`]), leave the parent for it, keeping our own
     /// children held. Without beacon hints nothing qualifies and we wait as before.
+    ///
+    /// On the first look any such AP will do: our parent has had [`HELD_SCAN_INTERVAL`].
+    /// On later looks only one that had a path at the previous look as well: an AP that
+    /// has just come back (the router returning after an outage, say) is most likely
+    /// recovering alongside our parent, which deserves the same chance.
     fn on_escape_scan(&mut self, now: Instant, entries: &[ScanEntry]) {
         let mut ranked = self.rank_alternatives(now, entries);
         ranked.retain(|c| match c.kind {
             Kind::Router { .. } => true,
             Kind::Mesh { depth, .. } => depth.is_some(),
         });
+        let first = self.escape.looks == 0;
+        self.escape.looks = self.escape.looks.saturating_add(1);
+        let before = core::mem::take(&mut self.escape.live);
+        for c in &ranked {
+            // The best ones; the rest cannot fit.
+            let _ = self.escape.live.push(c.bssid);
+        }
+        ranked.retain(|c| first || before.contains(&c.bssid));
         let Some(best) = ranked.first().map(|c| c.bssid) else {
             self.log(
                 Level::Debug,

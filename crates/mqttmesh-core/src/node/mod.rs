@@ -191,6 +191,8 @@ pub struct Node {
     channel: Option<u8>,
     /// The uplink scan running covers [`Node::channel`] only.
     channel_scan: bool,
+    /// While held: what our looks for an AP with a path found.
+    escape: heal::Escape,
     /// Re-balancing: knocks, `MakeRoom` requests and moves.
     rebalance: rebalance::Rebalance,
 
@@ -271,6 +273,7 @@ impl Node {
             lost_at: None,
             channel: None,
             channel_scan: false,
+            escape: heal::Escape::default(),
             rebalance: rebalance::Rebalance::default(),
             now,
             outbox: outbox::Outbox::new(first_id),

@@ -74,10 +74,13 @@ impl World {
         if !slot.alive || slot.sta_epoch != epoch {
             return;
         }
-        if self.association(idx, bssid, &password).is_err() {
+        let Ok(assoc) = self.association(idx, bssid, &password) else {
             self.on_associated(idx, epoch, bssid, &password);
             return;
-        }
+        };
+        // Associated: the slot is ours (a later station finds the AP full); the address
+        // follows.
+        self.set_assoc(idx, Some(assoc));
         let t = self.timing;
         let rest = Duration::from_millis(
             t.associate
@@ -93,12 +96,30 @@ impl World {
         self.schedule(rest, ev);
     }
 
+    /// Whether an association `assoc` with `bssid` still stands.
+    fn still_associated(&self, assoc: Assoc, bssid: Mac) -> bool {
+        match assoc {
+            Assoc::Router => bssid == ROUTER_BSSID && self.router_up,
+            Assoc::Ap(j) => {
+                self.by_bssid.get(&bssid) == Some(&j)
+                    && self.nodes[j].alive
+                    && self.nodes[j].ap.is_some()
+            }
+        }
+    }
+
     pub(crate) fn on_associated(&mut self, idx: NodeIdx, epoch: u64, bssid: Mac, password: &str) {
         let slot = &self.nodes[idx];
         if !slot.alive || slot.sta_epoch != epoch {
             return;
         }
-        let result = self.association(idx, bssid, password);
+        // Associated at the AP's answer and still so (the AP may have closed, or the
+        // router gone, since): only the address was pending.
+        let reserved = slot.assoc.filter(|a| self.still_associated(*a, bssid));
+        let result = match reserved {
+            Some(assoc) => Ok(assoc),
+            None => self.association(idx, bssid, password),
+        };
         let now = self.now;
         let answer = match result {
             Ok(assoc) => {

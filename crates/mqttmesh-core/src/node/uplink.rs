@@ -19,7 +19,7 @@ const PENALTY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF_SHIFT: u8 = 3;
 /// After a channel scan (just after a loss) that found nothing to join: the next one,
 /// plus up to half this in jitter.
-const CHANNEL_RESCAN: Duration = Duration::from_millis(300);
+const CHANNEL_RESCAN: Duration = Duration::from_millis(100);
 
 /// Where the node is in its life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -182,6 +182,22 @@ fn full_ap_refuses_the_fifth_station() {
         .filter(|&i| any_log(&w, i, "access point full"))
         .count();
     check(&w, full == 1, "one station was refused association");
+    // The AP's answer says "full" at once (300 ms into the association); a success
+    // waits for its address as well (1 s). The five started within 200 ms.
+    let at = |i: usize, needle: &str| -> Option<f64> {
+        w.logs(i)
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split('s').next()?.parse().ok())
+    };
+    let refused_at = (1..=5).find_map(|i| at(i, "failed: access point full"));
+    let first_online = (1..=5)
+        .filter_map(|i| at(i, "online at depth"))
+        .fold(f64::MAX, f64::min);
+    check(
+        &w,
+        refused_at.is_some_and(|t| t + 0.5 < first_online),
+        &format!("refused ({refused_at:?} s) before anyone had an address ({first_online} s)"),
+    );
     check(&w, w.check_tree().is_ok(), "well-formed tree");
 }
 

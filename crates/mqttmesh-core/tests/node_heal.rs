@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mqttmesh_core::node::{AssocError, CANDIDATE_MAX_AGE};
+use mqttmesh_core::node::{AssocError, CANDIDATE_MAX_AGE, HELD_SCAN_INTERVAL};
 
 const SHALLOW_CHIP: u32 = 0x0B0001;
 const SAME_DEPTH_CHIP: u32 = 0x0B0002;
@@ -51,12 +51,15 @@ fn background_scanning() -> Harness {
     // The background scan comes within the refresh interval plus its jitter, while
     // the node stays online (the parent link's 9 s timeout is not reached).
     for _ in 0..20 {
-        if h.asked(&Action::Scan) {
+        if h.asked_scan() {
             break;
         }
         h.step();
     }
-    assert!(h.asked(&Action::Scan), "a background scan");
+    assert!(
+        h.asked(&Action::ScanChannel(6)),
+        "a background scan, of our channel only"
+    );
     h
 }
 
@@ -100,7 +103,10 @@ fn orphan_tries_refreshed_candidates_shallow_first_then_scans_at_once() {
         .handle_associated(h.now, mac(SAME_DEPTH_CHIP), Err(AssocError::NotFound));
     h.drain();
     assert!(h.associating_with().is_none(), "never the deeper one");
-    assert!(h.asked(&Action::Scan), "a scan at once, no backoff");
+    assert!(
+        h.asked(&Action::ScanChannel(6)),
+        "a scan at once, no backoff, of our channel"
+    );
     assert_eq!(h.node.state(), State::Scanning);
 }
 
@@ -122,7 +128,10 @@ fn orphan_trusts_its_cache_only_while_fresh() {
         } else {
             assert!(h.logged("0 cached candidate(s)"));
             assert!(h.associating_with().is_none());
-            assert!(h.asked(&Action::Scan), "stale cache: a scan at once");
+            assert!(
+                h.asked(&Action::ScanChannel(6)),
+                "stale cache: a scan of our channel at once"
+            );
         }
     }
 }
@@ -151,7 +160,7 @@ fn an_ap_that_was_gone_is_a_candidate_again_once_a_scan_sees_it() {
     h.node
         .handle_associated(h.now, mac(OTHER_PARENT_CHIP), Err(AssocError::NotFound));
     h.drain();
-    assert!(h.asked(&Action::Scan), "a scan at once");
+    assert!(h.asked(&Action::ScanChannel(6)), "a scan at once");
     h.clear();
     h.now += Duration::from_secs(1);
     // Its AP is back: no penalty keeps it out.
@@ -159,4 +168,183 @@ fn an_ap_that_was_gone_is_a_candidate_again_once_a_scan_sees_it() {
         .handle_scan_done(h.now, &[entry(OTHER_PARENT_CHIP, -60, 2)]);
     h.drain();
     assert_eq!(h.associating_with(), Some(mac(OTHER_PARENT_CHIP)));
+}
+
+/// A node at depth 2 below `PARENT_ID` with child `A`, a grace period and background
+/// scans, held by its parent (which lost its own uplink).
+fn held_with_child() -> (Harness, LinkId) {
+    let timing = Timing {
+        uplink_grace: Duration::from_secs(6),
+        candidate_refresh: Duration::from_secs(30),
+        ..short_timing()
+    };
+    let mut h = joined(timing);
+    let a = h.join(A);
+    h.clear();
+    h.feed(LinkId::Parent, &encode(&Frame::Hold));
+    assert_eq!(h.node.state(), State::Held);
+    assert_eq!(h.sent_to(a), [Frame::Hold], "our child is held too");
+    assert!(
+        h.asked(&Action::AdmitStations(false)),
+        "our AP stays up for the child but admits nobody new"
+    );
+    h.clear();
+    (h, a)
+}
+
+/// Steps a held node to its scan for an AP with a path.
+fn held_scan(h: &mut Harness) {
+    h.now += HELD_SCAN_INTERVAL;
+    h.node.handle_timeout(h.now);
+    h.drain();
+    assert!(
+        h.asked(&Action::ScanChannel(6)),
+        "a held node looks around, on its channel"
+    );
+    assert_eq!(h.node.state(), State::Held, "still held while it looks");
+    h.clear();
+}
+
+#[test]
+fn held_node_leaves_a_parent_that_cannot_get_back_for_an_ap_with_a_path() {
+    let (mut h, a) = held_with_child();
+    assert!(!h.asked_scan(), "the parent gets its chance first");
+    held_scan(&mut h);
+    let no_room = ScanEntry {
+        free: Some(0),
+        ..entry(SHALLOW_CHIP, -30, 1)
+    };
+    let no_hints = mesh_entry(DEEP_CHIP, -35);
+    h.node.handle_scan_done(
+        h.now,
+        &[
+            entry(PARENT_CHIP, -40, 1),
+            no_room,
+            no_hints,
+            entry(SAME_DEPTH_CHIP, -70, 2),
+        ],
+    );
+    h.drain();
+    assert_eq!(h.counters().escapes, 1);
+    assert_eq!(
+        h.sent_to(LinkId::Parent),
+        [Frame::Leave {
+            reason: Reason::Going
+        }],
+        "the parent is told"
+    );
+    assert!(h.asked(&Action::CloseLink(LinkId::Parent)));
+    assert_eq!(
+        h.associating_with(),
+        Some(mac(SAME_DEPTH_CHIP)),
+        "the one AP that announces a path and room, though weakest"
+    );
+    assert!(h.sent_to(a).is_empty(), "our child stays held");
+    assert!(!h.asked(&Action::CloseAp));
+    h.clear();
+
+    h.node
+        .handle_associated(h.now, mac(SAME_DEPTH_CHIP), Ok(IP));
+    h.drain();
+    h.node.handle_link_opened(h.now, LinkId::Parent);
+    h.drain();
+    h.clear();
+    h.pass_challenge("0B0002");
+    h.feed(
+        LinkId::Parent,
+        &encode(&Frame::JoinAccept {
+            path: path(&[PARENT_ID, "0B0002"]),
+        }),
+    );
+    assert_eq!(h.node.state(), State::Mesh);
+    assert_eq!(
+        h.sent_to(a),
+        [Frame::Resume {
+            path: path(&[PARENT_ID, "0B0002", OWN_ID])
+        }],
+        "the child comes along"
+    );
+    assert!(h.asked(&Action::OpenAp {
+        ssid: identity::mesh_ssid(DEFAULT_MESH_SSID_BASE, &h.node.ap_mac()),
+        bssid: h.node.ap_mac(),
+        channel: 6,
+        max_children: h.node.config().max_children,
+        depth: 3,
+    }));
+}
+
+#[test]
+fn held_node_with_no_ap_that_has_a_path_stays_and_looks_again() {
+    let (mut h, a) = held_with_child();
+    held_scan(&mut h);
+    let held_sibling = ScanEntry {
+        free: Some(0),
+        ..entry(SAME_DEPTH_CHIP, -30, 2)
+    };
+    h.node
+        .handle_scan_done(h.now, &[held_sibling, mesh_entry(SHALLOW_CHIP, -40)]);
+    h.drain();
+    assert_eq!(h.node.state(), State::Held);
+    assert_eq!(h.counters().escapes, 0);
+    assert!(h.sent_to(LinkId::Parent).is_empty());
+    assert!(h.sent_to(a).is_empty());
+    assert!(h.associating_with().is_none());
+    h.clear();
+    held_scan(&mut h);
+
+    // The parent is back before anything turned up: we resume with it.
+    h.feed(
+        LinkId::Parent,
+        &encode(&Frame::Resume {
+            path: path(&["0B0009", PARENT_ID]),
+        }),
+    );
+    assert_eq!(h.node.state(), State::Mesh);
+    assert_eq!(h.node.depth(), Some(3));
+    assert_eq!(
+        h.sent_to(a),
+        [Frame::Resume {
+            path: path(&["0B0009", PARENT_ID, OWN_ID])
+        }]
+    );
+}
+
+#[test]
+fn an_orphan_scans_its_channel_quickly_then_every_channel_after_the_grace_period() {
+    let timing = Timing {
+        uplink_grace: Duration::from_secs(6),
+        ..short_timing()
+    };
+    let mut h = joined(timing);
+    h.now += CANDIDATE_MAX_AGE;
+    h.node.handle_link_closed(h.now, LinkId::Parent);
+    h.drain();
+    assert!(
+        h.asked(&Action::ScanChannel(6)),
+        "a stale cache: our channel"
+    );
+    h.clear();
+    let lost = h.now;
+    // Nothing there yet (a sibling re-joining has closed its AP): look again soon.
+    h.node.handle_scan_done(h.now, &[]);
+    h.drain();
+    let again = h.node.poll_timeout().expect("a next scan");
+    assert!(
+        again <= h.now + Duration::from_millis(450),
+        "the next channel scan within 450 ms, not a backoff"
+    );
+    h.step();
+    assert!(h.asked(&Action::ScanChannel(6)));
+    h.clear();
+    // Still nothing by the end of the grace period plus a link timeout: every channel.
+    while h.now < lost + Duration::from_secs(6 + 9) {
+        h.node.handle_scan_done(h.now, &[]);
+        h.drain();
+        h.clear();
+        h.step();
+    }
+    assert!(
+        h.asked(&Action::Scan),
+        "the mesh may have moved: every channel"
+    );
 }

@@ -55,8 +55,10 @@ impl Model {
 /// How long radio operations take.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
-    /// A scan.
+    /// A scan of every channel.
     pub scan: Duration,
+    /// A scan of one channel (`Action::ScanChannel`). At most `scan`.
+    pub scan_channel: Duration,
     /// Association plus address.
     pub associate: Duration,
     /// Added to every frame on a mesh hop.
@@ -71,11 +73,12 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// ESP-like defaults: scan ≈2 s, association ≈1 s, ≈10 ms per hop, 5 Mbit/s of
-    /// air time per radio, no loss.
+    /// ESP-like defaults: scan ≈2 s (one channel ≈200 ms), association ≈1 s, ≈10 ms
+    /// per hop, 5 Mbit/s of air time per radio, no loss.
     pub fn realistic() -> Self {
         Timing {
             scan: Duration::from_millis(2000),
+            scan_channel: Duration::from_millis(200),
             associate: Duration::from_millis(1000),
             hop_latency: Duration::from_millis(10),
             bandwidth_bps: 5_000_000,
@@ -88,6 +91,7 @@ impl Timing {
     pub fn fast() -> Self {
         Timing {
             scan: Duration::from_millis(150),
+            scan_channel: Duration::from_millis(20),
             associate: Duration::from_millis(60),
             hop_latency: Duration::from_millis(1),
             bandwidth_bps: 50_000_000,
@@ -176,6 +180,9 @@ struct State {
     aps: HashMap<usize, (Ap, HashSet<usize>)>,
     assoc: HashMap<usize, Assoc>,
     router_up: bool,
+    /// APs that admit no new station and announce no free slot (their node holds its
+    /// children without an uplink).
+    no_room: HashSet<usize>,
 }
 
 /// Who hears of the stations a node's AP turns away: called with the station's MAC.
@@ -327,7 +334,10 @@ impl Radio {
                 continue;
             };
             let (ap, stations) = &state.aps[&owner];
-            let used = u8::try_from(stations.len()).unwrap_or(u8::MAX);
+            let used = match state.no_room.contains(&owner) {
+                true => u8::MAX,
+                false => u8::try_from(stations.len()).unwrap_or(u8::MAX),
+            };
             out.push(ScanEntry {
                 bssid: ap.bssid,
                 ssid: HString::new(),
@@ -405,11 +415,12 @@ impl Radio {
         if self.rssi(node, owner).is_none() {
             return Err(AssocError::NotFound);
         }
+        let admits = !state.no_room.contains(&owner);
         let (ap, stations) = state.aps.get_mut(&owner).ok_or(AssocError::NotFound)?;
         if password != ap.password {
             return Err(AssocError::AuthFailed);
         }
-        if stations.len() >= usize::from(ap.max_stations) {
+        if stations.len() >= usize::from(ap.max_stations) || !admits {
             return Err(AssocError::Full);
         }
         stations.insert(node);
@@ -462,11 +473,25 @@ impl Radio {
             .map(|(_, stations)| stations)
             .unwrap_or_default();
         state.aps.insert(node, (ap, stations));
+        state.no_room.remove(&node);
+    }
+
+    /// Whether `node`'s AP admits new stations and its beacon announces its free slots
+    /// (`Action::AdmitStations`): not while its node holds its children without an
+    /// uplink. Its associated stations stay.
+    pub fn admit_stations(&self, node: usize, admits: bool) {
+        let mut state = self.state();
+        if admits {
+            state.no_room.remove(&node);
+        } else if state.aps.contains_key(&node) {
+            state.no_room.insert(node);
+        }
     }
 
     /// `node` closes its AP; its stations are disassociated.
     pub fn close_ap(&self, node: usize) {
         let mut state = self.state();
+        state.no_room.remove(&node);
         if let Some((_, stations)) = state.aps.remove(&node) {
             for s in stations {
                 state.assoc.remove(&s);

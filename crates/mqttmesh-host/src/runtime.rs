@@ -222,6 +222,8 @@ struct Driver {
     assoc_gen: u64,
     parent_gen: u64,
     scan_gen: u64,
+    /// The running scan covers this channel only (`Action::ScanChannel`).
+    scan_channel: Option<u8>,
     app: App,
     status: Arc<Mutex<NodeStatus>>,
     restarts: u64,
@@ -273,6 +275,7 @@ async fn run(
         assoc_gen: 0,
         parent_gen: 0,
         scan_gen: 0,
+        scan_channel: None,
         app,
         status,
         restarts: 0,
@@ -388,7 +391,10 @@ impl Driver {
         self.note_tls(&input);
         match input {
             Input::ScanDone(gen) if gen == self.scan_gen => {
-                let entries = self.radio.scan(index);
+                let mut entries = self.radio.scan(index);
+                if let Some(channel) = self.scan_channel {
+                    entries.retain(|e| e.channel == channel);
+                }
                 self.node.handle_scan_done(now, &entries);
             }
             Input::AssocReady(gen, bssid, password) if gen == self.assoc_gen => {
@@ -557,7 +563,14 @@ impl Driver {
         match action {
             Action::Scan => {
                 self.scan_gen += 1;
+                self.scan_channel = None;
                 self.later(timing.scan, Input::ScanDone(self.scan_gen));
+            }
+            Action::ScanChannel(channel) => {
+                self.scan_gen += 1;
+                self.scan_channel = Some(channel);
+                let took = timing.scan_channel.min(timing.scan);
+                self.later(took, Input::ScanDone(self.scan_gen));
             }
             Action::Associate {
                 bssid, password, ..
@@ -655,6 +668,7 @@ impl Driver {
                     },
                 );
             }
+            Action::AdmitStations(room) => self.radio.admit_stations(index, room),
             Action::CloseAp => {
                 self.radio.close_ap(index);
                 self.links.retain(|l, _| *l == LinkId::Parent);

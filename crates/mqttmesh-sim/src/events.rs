@@ -12,10 +12,15 @@ use crate::world::{Assoc, World};
 /// How long the simulated radio, network and broker take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimTiming {
-    /// A scan.
+    /// A scan of every channel.
     pub scan: Duration,
+    /// A scan of one channel (`Action::ScanChannel`). At most `scan`.
+    pub scan_channel: Duration,
     /// Association plus address assignment.
     pub associate: Duration,
+    /// How long an association that fails takes to say so (the AP is gone, or full):
+    /// the 802.11 exchange alone, no address assignment follows. At most `associate`.
+    pub associate_fail: Duration,
     /// TCP connect to a parent's mesh port.
     pub tcp_connect: Duration,
     /// One hop of link latency, per frame.
@@ -35,18 +40,21 @@ pub struct SimTiming {
 
 impl SimTiming {
     /// The host runtime's realistic profile (`mqttmesh_host::radio::Timing::realistic`):
-    /// scan 2 s, association 1 s, 10 ms per hop, 5 Mbit/s per radio, no loss, 200 ms
-    /// per resend. The default.
+    /// scan 2 s (one channel 200 ms), association 1 s (a refusal or a missing AP
+    /// 300 ms), 10 ms per hop, 5 Mbit/s per radio, no loss, 200 ms per resend. The
+    /// default.
     pub fn realistic() -> SimTiming {
         SimTiming::default()
     }
 
-    /// The host runtime's fast profile (`Timing::fast`): scan 150 ms, association
-    /// 60 ms, 1 ms per hop, 50 Mbit/s, 20 ms per resend.
+    /// The host runtime's fast profile (`Timing::fast`): scan 150 ms (one channel
+    /// 20 ms), association 60 ms (failing: 20 ms), 1 ms per hop, 50 Mbit/s, 20 ms per resend.
     pub fn fast() -> SimTiming {
         SimTiming {
             scan: Duration::from_millis(150),
+            scan_channel: Duration::from_millis(20),
             associate: Duration::from_millis(60),
+            associate_fail: Duration::from_millis(20),
             tcp_connect: Duration::from_millis(1),
             hop_latency: Duration::from_millis(1),
             mqtt_connect: Duration::from_millis(5),
@@ -62,7 +70,9 @@ impl Default for SimTiming {
     fn default() -> Self {
         SimTiming {
             scan: Duration::from_secs(2),
+            scan_channel: Duration::from_millis(200),
             associate: Duration::from_secs(1),
+            associate_fail: Duration::from_millis(300),
             tcp_connect: Duration::from_millis(10),
             hop_latency: Duration::from_millis(10),
             mqtt_connect: Duration::from_millis(50),
@@ -84,6 +94,16 @@ pub(crate) enum Ev {
     ScanDone {
         node: NodeIdx,
         inc: u64,
+        /// One channel only (`Action::ScanChannel`).
+        channel: Option<u8>,
+    },
+    /// The 802.11 stage of an association: a refusal (or no answer) is known now; a
+    /// success goes on to address assignment (`Associated`).
+    AssocAnswer {
+        node: NodeIdx,
+        epoch: u64,
+        bssid: Mac,
+        password: String,
     },
     Associated {
         node: NodeIdx,
@@ -254,13 +274,22 @@ impl World {
                     self.drain(node);
                 }
             }
-            Ev::ScanDone { node, inc } => {
+            Ev::ScanDone { node, inc, channel } => {
                 if self.live(node, inc) {
-                    let entries = self.scan(node);
+                    let mut entries = self.scan(node);
+                    if let Some(channel) = channel {
+                        entries.retain(|e| e.channel == channel);
+                    }
                     self.nodes[node].node.handle_scan_done(now, &entries);
                     self.drain(node);
                 }
             }
+            Ev::AssocAnswer {
+                node,
+                epoch,
+                bssid,
+                password,
+            } => self.on_assoc_answer(node, epoch, bssid, password),
             Ev::Associated {
                 node,
                 epoch,

@@ -116,7 +116,21 @@ impl World {
         match action {
             Action::Scan => {
                 let inc = self.nodes[idx].incarnation;
-                self.schedule(t.scan, Ev::ScanDone { node: idx, inc });
+                let ev = Ev::ScanDone {
+                    node: idx,
+                    inc,
+                    channel: None,
+                };
+                self.schedule(t.scan, ev);
+            }
+            Action::ScanChannel(channel) => {
+                let inc = self.nodes[idx].incarnation;
+                let ev = Ev::ScanDone {
+                    node: idx,
+                    inc,
+                    channel: Some(channel),
+                };
+                self.schedule(t.scan_channel.min(t.scan), ev);
             }
             Action::Associate {
                 bssid, password, ..
@@ -124,13 +138,13 @@ impl World {
                 self.leave_association(idx);
                 let epoch = self.nodes[idx].sta_epoch;
                 let password = password.as_str().to_owned();
-                let ev = Ev::Associated {
+                let ev = Ev::AssocAnswer {
                     node: idx,
                     epoch,
                     bssid,
                     password,
                 };
-                self.schedule(t.associate, ev);
+                self.schedule(t.associate_fail.min(t.associate), ev);
             }
             Action::Disassociate => self.leave_association(idx),
             Action::ConnectMqtt {
@@ -190,7 +204,13 @@ impl World {
                     depth,
                     max_children,
                     channel,
+                    admits: true,
                 });
+            }
+            Action::AdmitStations(admits) => {
+                if let Some(ap) = self.nodes[idx].ap.as_mut() {
+                    ap.admits = admits;
+                }
             }
             Action::CloseAp => self.close_ap(idx),
             Action::Restart => {

@@ -5,11 +5,11 @@ use std::net::Ipv4Addr;
 
 use mqttmesh_core::node::{AssocError, Node};
 use mqttmesh_core::uplink::ScanEntry;
-use mqttmesh_core::Mac;
+use mqttmesh_core::{Duration, Mac};
 
 use crate::events::Ev;
 use crate::radio::{Endpoint, NodeIdx};
-use crate::world::{Assoc, World, ROUTER_BSSID};
+use crate::world::{ApState, Assoc, World, ROUTER_BSSID};
 
 impl World {
     /// What associating node `idx` with `bssid` using `password` would give now:
@@ -51,11 +51,46 @@ impl World {
         if password != slot.node.config().mesh_password.as_str() {
             return Err(AssocError::AuthFailed);
         }
-        let max = slot.ap.map_or(0, |a| usize::from(a.max_children));
-        if self.enforce_capacity && self.stations(ap).len() >= max {
+        let (max, admits) = slot
+            .ap
+            .map_or((0, false), |a| (usize::from(a.max_children), a.admits));
+        // A node holding its children without an uplink admits nobody new.
+        if !admits || (self.enforce_capacity && self.stations(ap).len() >= max) {
             return Err(AssocError::Full);
         }
         Ok(Assoc::Ap(ap))
+    }
+
+    /// The AP's answer to an association: a failure is reported now, a success goes on
+    /// to address assignment (the rest of `SimTiming::associate`).
+    pub(crate) fn on_assoc_answer(
+        &mut self,
+        idx: NodeIdx,
+        epoch: u64,
+        bssid: Mac,
+        password: String,
+    ) {
+        let slot = &self.nodes[idx];
+        if !slot.alive || slot.sta_epoch != epoch {
+            return;
+        }
+        if self.association(idx, bssid, &password).is_err() {
+            self.on_associated(idx, epoch, bssid, &password);
+            return;
+        }
+        let t = self.timing;
+        let rest = Duration::from_millis(
+            t.associate
+                .millis()
+                .saturating_sub(t.associate_fail.millis()),
+        );
+        let ev = Ev::Associated {
+            node: idx,
+            epoch,
+            bssid,
+            password,
+        };
+        self.schedule(rest, ev);
     }
 
     pub(crate) fn on_associated(&mut self, idx: NodeIdx, epoch: u64, bssid: Mac, password: &str) {
@@ -88,14 +123,18 @@ impl World {
         }
     }
 
-    /// Free child slots node `ap` announces in its beacon (`max_children` minus its
-    /// associated stations), or no hint when capacity is not enforced.
-    fn free_slots(&self, ap: NodeIdx, max_children: u8) -> Option<u8> {
+    /// Free child slots node `idx` announces in its beacon (`max_children` minus its
+    /// associated stations; none while it holds its children without an uplink), or no
+    /// hint when capacity is not enforced.
+    fn free_slots(&self, idx: NodeIdx, ap: ApState) -> Option<u8> {
+        if !ap.admits {
+            return Some(0);
+        }
         if !self.enforce_capacity {
             return None;
         }
-        let used = u8::try_from(self.stations(ap).len()).unwrap_or(u8::MAX);
-        Some(max_children.saturating_sub(used))
+        let used = u8::try_from(self.stations(idx).len()).unwrap_or(u8::MAX);
+        Some(ap.max_children.saturating_sub(used))
     }
 
     /// Nodes associated with node `ap`'s access point.
@@ -252,7 +291,7 @@ impl World {
                     channel: ap.channel,
                     hidden: true,
                     depth: Some(ap.depth),
-                    free: self.free_slots(j, ap.max_children),
+                    free: self.free_slots(j, ap),
                 });
             }
         }

@@ -40,6 +40,9 @@ pub(crate) struct ApState {
     pub(crate) depth: u8,
     pub(crate) max_children: u8,
     pub(crate) channel: u8,
+    /// Whether it admits new stations and its beacon announces free slots
+    /// (`Action::AdmitStations`).
+    pub(crate) admits: bool,
 }
 
 /// An application message a node received (`Event::Message`).

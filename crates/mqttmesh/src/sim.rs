@@ -117,8 +117,13 @@ pub struct SimArgs {
     formation_timeout: u64,
     /// Virtual time only: when the run ends, explain why offline nodes are offline
     /// (APs they hear, how many are full, whether those APs' children could move).
-    #[arg(long)]
+    #[arg(long, requires = "virtual_time")]
     explain_offline: bool,
+    /// Virtual time only: when the run ends, print the last log lines (up to 400) the
+    /// node with this ID kept, with the simulator's own notes on it (repeatable), e.g.
+    /// to see how it healed after a fault.
+    #[arg(long, value_name = "ID", requires = "virtual_time")]
+    node_log: Vec<String>,
     /// Write a JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,

@@ -359,7 +359,8 @@ impl App<'_> {
             restart: false,
         };
         match action {
-            Action::Scan => r.wifi = Some(WifiCmd::Scan),
+            Action::Scan => r.wifi = Some(WifiCmd::Scan(None)),
+            Action::ScanChannel(channel) => r.wifi = Some(WifiCmd::Scan(Some(channel))),
             Action::Associate {
                 bssid,
                 ssid,
@@ -426,6 +427,8 @@ impl App<'_> {
                 }
                 r.wifi = Some(WifiCmd::CloseAp);
             }
+            // No beacon hints on the chip yet (docs/PROTOCOL.md "Beacon hints").
+            Action::AdmitStations(_) => {}
             Action::Restart => r.restart = true,
         }
         r

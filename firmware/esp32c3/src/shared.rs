@@ -52,7 +52,8 @@ pub fn with_node<R: Default>(f: impl FnOnce(&mut Node, Instant) -> R) -> R {
 /// Commands for the WiFi task.
 #[derive(Debug)]
 pub enum WifiCmd {
-    Scan,
+    /// Every channel (`None`) or one.
+    Scan(Option<u8>),
     Associate {
         bssid: Mac,
         ssid: String<32>,

@@ -62,8 +62,13 @@ impl Radio {
         }
     }
 
-    async fn scan(&mut self) {
-        let config = ScanConfig::default().with_show_hidden(true);
+    async fn scan(&mut self, channel: Option<u8>) {
+        let mut config = ScanConfig::default().with_show_hidden(true);
+        if let Some(channel) = channel {
+            // One channel: one dwell instead of a sweep, and an online node stays on
+            // its channel for all but that dwell.
+            config = config.with_channel(channel);
+        }
         let mut entries: Vec<ScanEntry, MAX_SCAN> = Vec::new();
         match self.controller.scan_async(&config).await {
             Ok(aps) => {
@@ -156,7 +161,7 @@ impl Radio {
 
     async fn handle(&mut self, cmd: WifiCmd) {
         match cmd {
-            WifiCmd::Scan => self.scan().await,
+            WifiCmd::Scan(channel) => self.scan(channel).await,
             WifiCmd::Associate {
                 bssid,
                 ssid,

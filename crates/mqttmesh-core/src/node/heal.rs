@@ -10,8 +10,9 @@
 //! While it holds children, the backoff between scans stays at its base: a whole
 //! subtree is waiting on it.
 
-use super::{Action, Level, Node, State};
+use super::{Action, Level, LinkId, Node, State};
 use crate::identity::NodeId;
+use crate::link::{self, Frame};
 use crate::time::{Duration, Instant};
 use crate::uplink::{self, Candidate, Kind, ScanEntry};
 
@@ -22,6 +23,12 @@ pub const CANDIDATE_MAX_AGE: Duration = Duration::from_secs(120);
 /// An orphan's first choice is random among the cached mesh candidates ranked within
 /// this many dB of the best (see `spread_first_choice`).
 const SPREAD_DB: i16 = 12;
+
+/// A held node looks for an AP with a path this long after the `HOLD`, and again this
+/// long after each such scan while still held (see `on_escape_scan`). Long enough for a
+/// parent that can get back to have done so: one cached candidate takes it about a
+/// second, a failed one and a scan about four more.
+pub const HELD_SCAN_INTERVAL: Duration = Duration::from_secs(4);
 
 impl Node {
     /// Schedules the next background scan (on going online, and after each one).
@@ -35,40 +42,58 @@ impl Node {
         self.refresh_at = Some(now + every + jitter);
     }
 
-    /// The background scan timer fired.
+    /// The background scan timer fired (while held: the escape scan timer).
     pub(super) fn on_refresh_timer(&mut self, now: Instant) {
+        if self.state == State::Held {
+            self.background_scan();
+            self.refresh_at = Some(now + HELD_SCAN_INTERVAL);
+            return;
+        }
         if !self.connected() {
             return;
         }
-        if !self.bg_scan {
-            self.bg_scan = true;
-            let _ = self.push_action(Action::Scan);
-        }
+        self.background_scan();
         self.schedule_refresh(now);
+    }
+
+    /// Starts a scan while linked (online or held), on our channel when we know it,
+    /// unless one is running.
+    fn background_scan(&mut self) {
+        if self.bg_scan {
+            return;
+        }
+        self.bg_scan = true;
+        let _ = self.push_action(match self.channel {
+            Some(channel) => Action::ScanChannel(channel),
+            None => Action::Scan,
+        });
+    }
+
+    /// The channel a recovery scan should look at: ours, within the grace period plus a
+    /// link timeout after losing the uplink (when held subtrees may be waiting, and
+    /// what we lost, and our siblings, come back on the same channel); afterwards, or
+    /// without a channel, every channel.
+    pub(super) fn recovery_channel(&self, now: Instant) -> Option<u8> {
+        let timing = self.config.timing;
+        let window = timing.uplink_grace + timing.link_timeout;
+        self.channel
+            .filter(|_| self.lost_at.is_some_and(|t| now < t + window))
     }
 
     /// A scan finished while we were not looking for an uplink: when it is our
     /// background scan and we are still online, it becomes the candidate cache.
     pub(super) fn on_background_scan(&mut self, now: Instant, entries: &[ScanEntry]) {
-        if !core::mem::take(&mut self.bg_scan) || !self.connected() {
+        if !core::mem::take(&mut self.bg_scan) {
             return;
         }
-        self.penalties.retain(|(_, until)| *until > now);
-        let own = self.ap_mac;
-        let parent = self.current.as_ref().map(|c| c.bssid);
-        let penalties = &self.penalties;
-        let mut ranked = uplink::rank(&self.config, self.mesh_key, self.chip_id, entries, |b| {
-            *b == own || Some(*b) == parent || penalties.iter().any(|(p, _)| p == b)
-        });
-        // Our own descendants (those we know of) can never be our parent.
-        ranked.retain(|c| match c.kind {
-            Kind::Mesh { chip_id, .. } => {
-                let id = NodeId::from_chip_id(chip_id);
-                self.routes.lookup(id.as_str()).is_none()
-                    && !self.children().any(|child| *child == id)
-            }
-            Kind::Router { .. } => true,
-        });
+        if self.state == State::Held {
+            self.on_escape_scan(now, entries);
+            return;
+        }
+        if !self.connected() {
+            return;
+        }
+        let ranked = self.rank_alternatives(now, entries);
         let n = ranked.len();
         self.candidates = ranked;
         self.cursor = 0;
@@ -77,6 +102,82 @@ impl Node {
             Level::Debug,
             format_args!("background scan: {} APs, {n} candidates", entries.len()),
         );
+    }
+
+    /// APs in `entries` we could move to, best first: not our own, not our current
+    /// uplink, not penalised, and not one of our descendants (those we know of).
+    fn rank_alternatives(
+        &mut self,
+        now: Instant,
+        entries: &[ScanEntry],
+    ) -> heapless::Vec<Candidate, { uplink::MAX_CANDIDATES }> {
+        self.penalties.retain(|(_, until)| *until > now);
+        let own = self.ap_mac;
+        let parent = self.current.as_ref().map(|c| c.bssid);
+        let penalties = &self.penalties;
+        let mut ranked = uplink::rank(&self.config, self.mesh_key, self.chip_id, entries, |b| {
+            *b == own || Some(*b) == parent || penalties.iter().any(|(p, _)| p == b)
+        });
+        ranked.retain(|c| match c.kind {
+            Kind::Mesh { chip_id, .. } => {
+                let id = NodeId::from_chip_id(chip_id);
+                self.routes.lookup(id.as_str()).is_none()
+                    && !self.children().any(|child| *child == id)
+            }
+            Kind::Router { .. } => true,
+        });
+        ranked
+    }
+
+    /// Our parent told us to hold (it lost its uplink): with background scans on, look
+    /// for an AP that still has a path if it is not back within [`HELD_SCAN_INTERVAL`],
+    /// and again after every such interval while held.
+    pub(super) fn start_escape_scans(&mut self, now: Instant) {
+        self.bg_scan = false;
+        self.refresh_at = match self.config.timing.candidate_refresh {
+            Duration::ZERO => None,
+            _ => Some(now + HELD_SCAN_INTERVAL),
+        };
+    }
+
+    /// A scan while held. Our parent may never get back (nothing it hears has a path),
+    /// and would keep us for its whole grace period: if an AP in range has one (a
+    /// router, or a mesh AP announcing its depth and a free slot: a held AP announces
+    /// none and admits nobody, see [`Action::AdmitStations`]), leave the parent for it, keeping our own
+    /// children held. Without beacon hints nothing qualifies and we wait as before.
+    fn on_escape_scan(&mut self, now: Instant, entries: &[ScanEntry]) {
+        let mut ranked = self.rank_alternatives(now, entries);
+        ranked.retain(|c| match c.kind {
+            Kind::Router { .. } => true,
+            Kind::Mesh { depth, .. } => depth.is_some(),
+        });
+        let Some(best) = ranked.first().map(|c| c.bssid) else {
+            self.log(
+                Level::Debug,
+                format_args!("held: none of {} APs has a path; waiting", entries.len()),
+            );
+            return;
+        };
+        self.log(
+            Level::Info,
+            format_args!("held: leaving our recovering parent for {best}, which has a path"),
+        );
+        self.counters.escapes += 1;
+        let _ = self.send_frame(
+            LinkId::Parent,
+            &Frame::Leave {
+                reason: link::Reason::Going,
+            },
+        );
+        // Our children stay held (the grace period from the `HOLD` runs on).
+        self.leave_uplink();
+        self.refresh_at = None;
+        self.quick_rescan = true;
+        self.lost_at = Some(now);
+        self.candidates = ranked;
+        self.cursor = 0;
+        self.scanned_at = Some(now);
+        self.try_next_candidate(now);
     }
 
     /// The uplink is gone (`depth`: ours before the loss; the uplink is already left):

@@ -40,8 +40,13 @@ pub struct Publish {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Scan for access points; answer with [`Node::handle_scan_done`].
+    /// Scan for access points on every channel; answer with [`Node::handle_scan_done`].
     Scan,
+    /// Scan this one channel only (the one our mesh is on); answer with
+    /// [`Node::handle_scan_done`]. A fraction of a full scan's time (one channel's
+    /// dwell, ≈120 ms on an ESP32, against ≈2 s for all channels), and an online node
+    /// does not leave its channel for long. `docs/PROTOCOL.md` "Healing".
+    ScanChannel(u8),
     /// Associate the station interface; answer with [`Node::handle_associated`].
     Associate {
         /// BSSID to join.
@@ -95,6 +100,14 @@ pub enum Action {
     },
     /// Stop our AP; every child link is closed.
     CloseAp,
+    /// Whether our AP admits new stations and its beacon announces free child slots
+    /// (`docs/PROTOCOL.md` "Beacon hints"); the stations it has and their links stay.
+    /// `false` while we hold our children without an uplink: a node looking for a
+    /// parent must not take us for one with a path to the broker, and is better turned
+    /// away at association (as by a full AP) than after it. The next
+    /// [`Action::OpenAp`] admits them again. A runtime that cannot do this ignores it:
+    /// the join is then refused on the link.
+    AdmitStations(bool),
     /// Restart the node (the runtime builds a new `Node`).
     Restart,
 }
@@ -206,6 +219,8 @@ pub struct Counters {
     pub route_flooded: u64,
     /// Times this node kept its children through an uplink loss (grace period).
     pub holds: u64,
+    /// Times we left a held parent for an AP that had a path (healing).
+    pub escapes: u64,
     /// Scans that found only full APs, after which we tried one anyway (re-balancing).
     pub rebalance_knocks: u64,
     /// Mesh stations our AP turned away because it was full (reported by the runtime).

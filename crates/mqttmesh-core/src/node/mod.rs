@@ -54,7 +54,7 @@ use crate::topic::{self, MsgType, Topic};
 use crate::uplink::{Candidate, MAX_CANDIDATES, MAX_PENALTIES};
 
 pub use builtins::{LOST_CONNECTION, OFFLINE, ONLINE};
-pub use heal::CANDIDATE_MAX_AGE;
+pub use heal::{CANDIDATE_MAX_AGE, HELD_SCAN_INTERVAL};
 pub use io::{
     Action, Counters, Event, Level, LinkId, LogLine, OtaExchange, Parent, Publish, PublishError,
     MAX_OTA_COMMAND,
@@ -186,6 +186,11 @@ pub struct Node {
     quick_rescan: bool,
     /// When we last lost the uplink (cleared once online again).
     lost_at: Option<Instant>,
+    /// The channel of our last uplink (the mesh's channel): what background and
+    /// recovery scans look at.
+    channel: Option<u8>,
+    /// The uplink scan running covers [`Node::channel`] only.
+    channel_scan: bool,
     /// Re-balancing: knocks, `MakeRoom` requests and moves.
     rebalance: rebalance::Rebalance,
 
@@ -264,6 +269,8 @@ impl Node {
             bg_scan: false,
             quick_rescan: false,
             lost_at: None,
+            channel: None,
+            channel_scan: false,
             rebalance: rebalance::Rebalance::default(),
             now,
             outbox: outbox::Outbox::new(first_id),

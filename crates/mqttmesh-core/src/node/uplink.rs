@@ -17,6 +17,9 @@ use crate::uplink::{self, Kind, ScanEntry};
 const PENALTY: Duration = Duration::from_secs(30);
 /// Largest backoff multiplier (2^3).
 const MAX_BACKOFF_SHIFT: u8 = 3;
+/// After a channel scan (just after a loss) that found nothing to join: the next one,
+/// plus up to half this in jitter.
+const CHANNEL_RESCAN: Duration = Duration::from_millis(300);
 
 /// Where the node is in its life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,9 +106,14 @@ impl Node {
         }
         if n == 0 {
             // Nothing to join yet (our would-be parent may still be forming): look again
-            // soon, without the exponential backoff meant for candidates that fail.
+            // soon, without the exponential backoff meant for candidates that fail;
+            // sooner still on our channel just after a loss, where a sibling that
+            // closed its AP to re-join is about to open it again.
             self.state = State::Idle;
-            let base = self.config.timing.retry_backoff;
+            let base = match self.channel_scan {
+                true => CHANNEL_RESCAN,
+                false => self.config.timing.retry_backoff,
+            };
             let jitter = Duration::from_millis(self.rand.below(base.millis() / 2 + 1));
             self.deadline = Some(now + base + jitter);
             return;
@@ -386,7 +394,12 @@ impl Node {
     pub(super) fn start_scan(&mut self, now: Instant) {
         self.state = State::Scanning;
         self.deadline = Some(now + self.config.timing.scan_timeout);
-        let _ = self.push_action(Action::Scan);
+        let action = match self.recovery_channel(now) {
+            Some(channel) => Action::ScanChannel(channel),
+            None => Action::Scan,
+        };
+        self.channel_scan = matches!(action, Action::ScanChannel(_));
+        let _ = self.push_action(action);
     }
 
     pub(super) fn try_next_candidate(&mut self, now: Instant) {
@@ -477,6 +490,7 @@ impl Node {
         };
         self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
+        self.channel = self.current.as_ref().map(|c| c.channel);
         self.quick_rescan = false;
         self.lost_at = None;
         self.schedule_refresh(now);
@@ -544,7 +558,7 @@ impl Node {
     }
 
     /// Closes whatever uplink we have, and forgets the path.
-    fn leave_uplink(&mut self) {
+    pub(super) fn leave_uplink(&mut self) {
         match self.state {
             State::Root => {
                 let _ = self.push_action(Action::DisconnectMqtt);
@@ -563,6 +577,10 @@ impl Node {
     /// ones to hold on; pending joins are closed.
     fn hold_children(&mut self) {
         self.ap_open = false;
+        if self.ap_up {
+            // Still up for the kept children, but no longer a parent with a path.
+            let _ = self.push_action(Action::AdmitStations(false));
+        }
         for slot in 0..super::CHILD_SLOTS {
             // Cannot truncate: CHILD_SLOTS <= u8::MAX.
             let link = LinkId::Child(slot as u8);
@@ -622,6 +640,7 @@ impl Node {
         } else if self.ap_open {
             self.drop_children();
         }
+        self.start_escape_scans(now);
     }
 
     /// Our parent is back online (`path` is its new path): online again, unless the

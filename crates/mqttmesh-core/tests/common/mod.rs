@@ -259,6 +259,13 @@ impl Harness {
         self.actions.contains(wanted)
     }
 
+    /// Whether the node asked for a scan of any kind (every channel, or one).
+    pub fn asked_scan(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Scan | Action::ScanChannel(_)))
+    }
+
     pub fn published(&self, topic: &str) -> bool {
         self.actions
             .iter()
@@ -395,7 +402,7 @@ impl Harness {
     /// Runs the uplink until the node asks to associate or to scan (bounded).
     pub fn assert_retries_uplink(&mut self) {
         for _ in 0..10 {
-            if self.associating_with().is_some() || self.asked(&Action::Scan) {
+            if self.associating_with().is_some() || self.asked_scan() {
                 return;
             }
             self.step();

@@ -116,3 +116,53 @@ fn orphan_with_a_stale_cache_scans_at_once_and_keeps_its_subtree() {
     );
     check(&w, w.node(G).state() == State::Mesh, "G online");
 }
+
+#[test]
+fn held_child_leaves_a_relay_that_cannot_get_back_for_an_ap_with_a_path() {
+    // R (root) has children A and B; P hangs off A and hears nobody else; C hangs off
+    // P and also hears B, weakly. When A dies, P has nowhere to go and holds C for its
+    // whole grace period: C looks around and leaves for B instead of waiting it out.
+    const P: usize = 3;
+    const C: usize = 4;
+    let config = builder()
+        .timing(Timing {
+            uplink_grace: secs(20),
+            candidate_refresh: secs(30),
+            ..timing()
+        })
+        .build()
+        .expect("valid");
+    let edges = [
+        (ROUTER, R, -50),
+        (R, A, -55),
+        (R, B, -60),
+        (A, P, -50),
+        (P, C, -50),
+        (B, C, -80),
+    ];
+    let mut w = World::from_edges(5, &config, 7, &edges);
+    // C comes last, so it finds P's AP open.
+    hold_off(&mut w, &[C]);
+    wait_for(&mut w, 60, "R, A, B, P online", |w| {
+        (0..C).all(|i| w.node(i).connected())
+    });
+    w.revive(C);
+    wait_for(&mut w, 60, "formation", World::all_online);
+    check(&w, parent_of(&w, C) == Some(P), "C joined P (the stronger)");
+    w.crash(A);
+    wait_for(&mut w, 10, "P holding C", |w| {
+        w.node(C).state() == State::Held
+    });
+    let held_at = w.now();
+    wait_for(&mut w, 10, "C online through B", |w| {
+        w.node(C).connected() && parent_of(w, C) == Some(B)
+    });
+    let took = w.now().saturating_since(held_at);
+    check(
+        &w,
+        took <= mqttmesh_core::node::HELD_SCAN_INTERVAL + secs(2),
+        &format!("C left within a held scan and an association, not P's 20 s grace ({took})"),
+    );
+    check(&w, w.node(C).counters().escapes == 1, "one escape counted");
+    check(&w, !w.node(P).connected(), "P is still stuck");
+}

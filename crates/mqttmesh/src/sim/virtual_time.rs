@@ -337,6 +337,19 @@ pub(super) fn run(args: &SimArgs, faults: &[Fault]) -> Result<ExitCode> {
             if args.explain_offline {
                 eprintln!("{}", world.starved().text());
             }
+            for id in &args.node_log {
+                match world.find(id) {
+                    Some(idx) => {
+                        eprintln!("log of node {id}:");
+                        for line in world.logs(idx) {
+                            eprintln!("  {line}");
+                        }
+                    }
+                    None => {
+                        eprintln!("--node-log {id}: no such node (IDs are printed in the tree)")
+                    }
+                }
+            }
             break;
         }
     }

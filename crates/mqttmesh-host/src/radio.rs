@@ -5,6 +5,10 @@
 //! A node may open TCP only to what its association allows (the broker when on the
 //! router, its parent's mesh port when on a node's AP): the runtime asks
 //! [`Radio::broker_reachable`] and [`Radio::parent_addr`] before connecting.
+//!
+//! A full AP turns a station away ([`AssocError::Full`]) and its owner hears of it
+//! through the sink registered with [`Radio::on_station_refused`]: what drives
+//! re-balancing (`docs/PROTOCOL.md` "Re-balancing").
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -181,6 +185,19 @@ struct State {
     no_room: HashSet<usize>,
 }
 
+/// Who hears of the stations a node's AP turns away: called with the station's MAC.
+type RefusalSink = Arc<dyn Fn(Mac) + Send + Sync>;
+
+/// The refusal sinks by AP owner.
+#[derive(Default)]
+struct Refusals(HashMap<usize, RefusalSink>);
+
+impl std::fmt::Debug for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// The shared radio of one emulated world.
 #[derive(Debug)]
 pub struct Radio {
@@ -189,6 +206,7 @@ pub struct Radio {
     placement: RwLock<Placement>,
     router: Router,
     state: Mutex<State>,
+    refusals: Mutex<Refusals>,
     air: Arc<Air>,
 }
 
@@ -215,6 +233,7 @@ impl Radio {
                 router_up: true,
                 ..State::default()
             }),
+            refusals: Mutex::default(),
             air: Air::new(timing.loss, timing.hop_latency),
         }
     }
@@ -258,8 +277,7 @@ impl Radio {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock is a bug elsewhere; keep going with the data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// RSSI at which node `node` hears the router, if at all.
@@ -335,8 +353,40 @@ impl Radio {
         out
     }
 
-    /// Associates `node` with `bssid` using `password`; its address on success.
+    /// Associates `node`, whose station MAC is `station`, with `bssid` using
+    /// `password`; its address on success. A node AP that is full turns the station
+    /// away with [`AssocError::Full`] and tells its owner's refusal sink
+    /// ([`Radio::on_station_refused`]).
     pub fn associate(
+        &self,
+        node: usize,
+        station: Mac,
+        bssid: Mac,
+        password: &str,
+    ) -> Result<Ipv4Addr, AssocError> {
+        let result = self.try_associate(node, bssid, password);
+        if result == Err(AssocError::Full) {
+            self.report_refused(bssid, station);
+        }
+        result
+    }
+
+    /// Tells the owner of the AP `bssid` that it turned `station` away.
+    fn report_refused(&self, bssid: Mac, station: Mac) {
+        let owner = self
+            .state()
+            .aps
+            .iter()
+            .find(|(_, (ap, _))| ap.bssid == bssid)
+            .map(|(o, _)| *o);
+        // Outside the state lock: the sink must not block, but may take its own locks.
+        let sink = owner.and_then(|o| lock(&self.refusals).0.get(&o).cloned());
+        if let Some(sink) = sink {
+            sink(station);
+        }
+    }
+
+    fn try_associate(
         &self,
         node: usize,
         bssid: Mac,
@@ -384,6 +434,14 @@ impl Radio {
             (owner & 0xFF) as u8,
             slot,
         ))
+    }
+
+    /// Registers who hears of the stations node `node`'s AP turns away because it is
+    /// full: `sink` gets each refused station's MAC, from the refused node's task, so
+    /// it must not block (the runtime queues an input for the AP's node task). Replaces
+    /// an earlier sink of `node` (a revived node's task registers anew).
+    pub fn on_station_refused(&self, node: usize, sink: impl Fn(Mac) + Send + Sync + 'static) {
+        lock(&self.refusals).0.insert(node, Arc::new(sink));
     }
 
     /// Ends `node`'s association, if any.
@@ -494,6 +552,11 @@ impl Radio {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug elsewhere; keep going with the data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn release(state: &mut State, node: usize) {
     if let Some(Assoc::Ap(owner)) = state.assoc.remove(&node) {
         if let Some((_, stations)) = state.aps.get_mut(&owner) {
@@ -532,6 +595,10 @@ impl SaturatingHost for Ipv4Addr {
 mod tests {
     use super::*;
 
+    fn sta(node: usize) -> Mac {
+        Mac([0x06, 0, 0, 0, 0, node as u8])
+    }
+
     fn radio() -> Radio {
         Radio::new(
             Model::default(),
@@ -564,7 +631,7 @@ mod tests {
     fn a_move_changes_rssi_and_ends_what_is_out_of_range() {
         let r = radio();
         let bssid = r.router().bssid;
-        assert!(r.associate(0, bssid, "routerpass").is_ok());
+        assert!(r.associate(0, sta(0), bssid, "routerpass").is_ok());
         assert_eq!(r.move_node(1, (5.0, 0.0)), Some(Moved::default()));
         assert_eq!(r.position(1), Some((5.0, 0.0)));
         assert!(r.rssi_router(1).is_some(), "later scans see the router");
@@ -579,11 +646,14 @@ mod tests {
     fn association_checks_password_range_and_capacity() {
         let r = radio();
         let bssid = r.router().bssid;
-        assert_eq!(r.associate(0, bssid, "wrong"), Err(AssocError::AuthFailed));
-        assert!(r.associate(0, bssid, "routerpass").is_ok());
+        assert_eq!(
+            r.associate(0, sta(0), bssid, "wrong"),
+            Err(AssocError::AuthFailed)
+        );
+        assert!(r.associate(0, sta(0), bssid, "routerpass").is_ok());
         assert!(r.broker_reachable(0));
         assert_eq!(
-            r.associate(1, bssid, "routerpass"),
+            r.associate(1, sta(1), bssid, "routerpass"),
             Err(AssocError::NotFound)
         );
         let ap = Ap {
@@ -596,7 +666,10 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
         };
         r.open_ap(0, ap.clone());
-        assert_eq!(r.associate(1, ap.bssid, "meshpass"), Err(AssocError::Full));
+        assert_eq!(
+            r.associate(1, sta(1), ap.bssid, "meshpass"),
+            Err(AssocError::Full)
+        );
         r.open_ap(
             0,
             Ap {
@@ -604,11 +677,55 @@ mod tests {
                 ..ap.clone()
             },
         );
-        assert!(r.associate(1, ap.bssid, "meshpass").is_ok());
+        assert!(r.associate(1, sta(1), ap.bssid, "meshpass").is_ok());
         assert_eq!(r.parent_addr(1), Some(ap.addr));
         r.close_ap(0);
         assert_eq!(r.parent_addr(1), None);
         r.set_router_up(false);
         assert!(!r.broker_reachable(0));
+    }
+
+    #[test]
+    fn a_full_ap_tells_its_owner_which_station_it_turned_away() {
+        let r = radio();
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let seen = refused.clone();
+        r.on_station_refused(0, move |mac| lock(&seen).push(mac));
+        let ap = Ap {
+            bssid: Mac([0xAA, 0, 0, 0, 0, 1]),
+            ssid: "mesh".into(),
+            password: "meshpass".into(),
+            channel: 6,
+            max_stations: 0,
+            depth: 1,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        r.open_ap(0, ap.clone());
+        assert_eq!(
+            r.associate(1, sta(1), ap.bssid, "wrong"),
+            Err(AssocError::AuthFailed)
+        );
+        assert!(
+            lock(&refused).is_empty(),
+            "only capacity refusals are reported"
+        );
+        assert_eq!(
+            r.associate(1, sta(1), ap.bssid, "meshpass"),
+            Err(AssocError::Full)
+        );
+        assert_eq!(*lock(&refused), vec![sta(1)]);
+        r.open_ap(
+            0,
+            Ap {
+                max_stations: 1,
+                ..ap.clone()
+            },
+        );
+        assert!(r.associate(1, sta(1), ap.bssid, "meshpass").is_ok());
+        assert_eq!(
+            lock(&refused).len(),
+            1,
+            "an admitted station is not reported"
+        );
     }
 }

@@ -38,6 +38,8 @@ pub(crate) enum Input {
     /// OTA replies (and whether to install) once the flash work is done, for the boot
     /// that asked.
     OtaDone(u64, Vec<Reply>, bool),
+    /// Our AP turned this station away because it is full (reported by the radio).
+    StationRefused(Mac),
 }
 
 /// Broker session events.
@@ -242,6 +244,11 @@ async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let (inputs, mut rx) = mpsc::unbounded_channel();
+    let refused = inputs.clone();
+    radio.on_station_refused(spec.index, move |station| {
+        // The task may be gone (killed): nobody to tell.
+        let _ = refused.send(Input::StationRefused(station));
+    });
     let listen = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -391,7 +398,8 @@ impl Driver {
                 self.node.handle_scan_done(now, &entries);
             }
             Input::AssocReady(gen, bssid, password) if gen == self.assoc_gen => {
-                let result = self.radio.associate(index, bssid, &password);
+                let station = self.node.station_mac();
+                let result = self.radio.associate(index, station, bssid, &password);
                 self.node.handle_associated(now, bssid, result);
             }
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
@@ -447,6 +455,8 @@ impl Driver {
                 Some(link) => self.attach(link, stream),
                 None => drop(stream),
             },
+            // Whichever boot hears it: the node ignores it unless its AP is up.
+            Input::StationRefused(station) => self.node.handle_station_refused(now, station),
             // Closed, counted and logged by `note_tls`; the node never saw it.
             Input::ChildRefused(..) => {}
             // Stale: an earlier scan, association, session or link.

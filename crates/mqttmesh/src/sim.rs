@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqttmesh_core::config::Timing as NodeTiming;
+use mqttmesh_core::node::Counters;
 use mqttmesh_host::broker::EmbeddedBroker;
 use mqttmesh_host::flash::{FlashTiming, Layout};
 use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec, NodeRow};
@@ -18,7 +19,7 @@ use mqttmesh_host::meshtls::{colon_hex, MeshTls, MeshTlsCounters};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
-use mqttmesh_host::radio::{Model, Placement, Timing};
+use mqttmesh_host::radio::{Placement, Timing};
 use mqttmesh_host::topology;
 use serde::Serialize;
 
@@ -191,9 +192,40 @@ struct Report {
     subtree_sent: u64,
     /// Mesh TLS handshakes and refusals, summed (null with mesh TLS off).
     mesh_tls: Option<MeshTlsCounters>,
+    rebalancing: Rebalancing,
     node_list: Vec<NodeRow>,
     #[serde(flatten)]
     extra: Extra,
+}
+
+/// Re-balancing, summed over all nodes (docs/PROTOCOL.md "Re-balancing"): the same
+/// counters in both sims, since both runtimes report stations a full AP turned away.
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+struct Rebalancing {
+    /// Association attempts on full APs by nodes that heard nothing else.
+    knocks: u64,
+    /// Stations full APs turned away, as their nodes heard of it.
+    stations_refused: u64,
+    /// `MAKE_ROOM` requests full parents sent.
+    asks: u64,
+    /// Children that moved to make room.
+    moves: u64,
+    /// Requests children declined (moved recently, or no AP with room).
+    declined: u64,
+}
+
+impl Rebalancing {
+    fn sum<'a>(counters: impl IntoIterator<Item = &'a Counters>) -> Rebalancing {
+        let mut r = Rebalancing::default();
+        for c in counters {
+            r.knocks += c.rebalance_knocks;
+            r.stations_refused += c.stations_refused;
+            r.asks += c.rebalance_asks;
+            r.moves += c.rebalance_moves;
+            r.declined += c.rebalance_declined;
+        }
+        r
+    }
 }
 
 /// Runs the simulation.
@@ -252,11 +284,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     .await
     .map_err(|e| crate::tlsflags::explain(&e).context("cannot watch the broker"))?;
     let spec = MeshSpec {
-        placement,
-        model: Model::default(),
         timing,
-        config,
-        broker,
         mqtt_trust: tls.trust()?,
         mesh_tls: mesh_tls.clone(),
         seed: args.seed,
@@ -274,7 +302,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
             }
             None => None,
         },
-        firmware_ids: Vec::new(),
+        ..MeshSpec::new(placement, config, broker)
     };
     let n = spec.placement.len();
     faults_real::check(
@@ -393,6 +421,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         ota_filtered: statuses.iter().map(|s| s.counters.ota_filtered).sum(),
         subtree_sent: statuses.iter().map(|s| s.counters.subtree_sent).sum(),
         mesh_tls: mesh_tls.is_some().then(|| mesh.mesh_tls_counters()),
+        rebalancing: Rebalancing::sum(statuses.iter().map(|s| &s.counters)),
         node_list: rows,
         extra: Extra {
             simulator: None,
@@ -425,6 +454,14 @@ fn finish(report: &Report, args: &SimArgs) -> Result<()> {
         println!(
             "OTA routing: {} copies not sent down branches without the target, {} subtree announcements",
             report.ota_filtered, report.subtree_sent
+        );
+    }
+    let r = &report.rebalancing;
+    if *r != Rebalancing::default() {
+        println!(
+            "re-balancing: {} knocks on full APs, {} stations turned away, {} MAKE_ROOM \
+             requests, {} moves, {} declined",
+            r.knocks, r.stations_refused, r.asks, r.moves, r.declined
         );
     }
     if let Some(c) = &report.mesh_tls {

@@ -113,6 +113,11 @@ fn sim_grid_30_until_formed_reports_all_online_and_delivered() {
     assert_eq!(depths.iter().max().copied(), Some(max_depth));
     // One mesh, one password: every join authenticates.
     assert_eq!(num(&report, "auth_failures"), 0, "{report}");
+    // The same re-balancing counters as --virtual (the host radio reports refusals).
+    let rebalancing = &report["rebalancing"];
+    for key in ["knocks", "stations_refused", "asks", "moves", "declined"] {
+        num(rebalancing, key);
+    }
 
     // The tree and the summary on stdout.
     let lines: Vec<&str> = run.stdout.lines().collect();

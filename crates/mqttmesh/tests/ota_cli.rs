@@ -20,7 +20,7 @@ use mqttmesh_host::mesh::{render_tree, Mesh, MeshSpec};
 use mqttmesh_host::mosquitto::Mosquitto;
 use mqttmesh_host::observer::Observer;
 use mqttmesh_host::ota::OtaSpec;
-use mqttmesh_host::radio::{Model, Timing};
+use mqttmesh_host::radio::Timing;
 use mqttmesh_host::topology;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqttmesh");
@@ -37,6 +37,17 @@ fn mqttmesh(args: &[&str]) -> Output {
     std::process::Command::new(BIN)
         .args(args)
         .output()
+        .expect("mqttmesh runs")
+}
+
+/// [`mqttmesh`] for async tests: the child runs without blocking a runtime worker (the
+/// mesh's node tasks run on the same two).
+async fn mqttmesh_async(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
         .expect("mqttmesh runs")
 }
 
@@ -262,15 +273,8 @@ async fn line_of_four_timed(
     timing: Timing,
 ) -> Mesh {
     let mesh = Mesh::start(MeshSpec {
-        placement: topology::line(4),
-        model: Model::default(),
         timing,
-        config: config(broker, public_key),
-        broker,
-        mqtt_trust: Default::default(),
-        mesh_tls: None,
         seed: 7,
-        publish_interval: Duration::ZERO,
         ota: Some(OtaSpec {
             dir: flash.to_path_buf(),
             layout: Layout::with_slot_size(256 * 1024).expect("layout"),
@@ -278,6 +282,7 @@ async fn line_of_four_timed(
             flash_timing: None,
         }),
         firmware_ids,
+        ..MeshSpec::new(topology::line(4), config(broker, public_key), broker)
     })
     .await
     .expect("mesh starts");
@@ -466,7 +471,7 @@ async fn signed_v2_upload_updates_a_four_hop_line_and_then_one_named_node() {
     // Signed offline, sent to the deepest node by its ID: only it moves on.
     let v3 = write_image(dir.path(), "v3.bin", "0.3", 60 * 1024);
     let manifest = dir.path().join("v3.manifest");
-    let signed = mqttmesh(&[
+    let signed = mqttmesh_async(&[
         "sign",
         "--key",
         path(&secret),
@@ -476,7 +481,8 @@ async fn signed_v2_upload_updates_a_four_hop_line_and_then_one_named_node() {
         "1337",
         "--out",
         path(&manifest),
-    ]);
+    ])
+    .await;
     assert!(signed.status.success(), "{:?}", text(&signed));
     let deep = mesh.node_id(deepest(&mesh));
     let out = ota(

@@ -17,7 +17,7 @@ use mqttmesh_sim::{Pos, SimTiming, World, ROUTER, ROUTER_PARENT};
 
 use super::faults::{Fault, FaultReport, Kind, Target};
 use super::faults_virtual::{check_heal, inject, undo, Pending};
-use super::{Extra, Messages, Profile, Report, SimArgs, VirtualStats};
+use super::{Extra, Messages, Profile, Rebalancing, Report, SimArgs, VirtualStats};
 
 /// Simulated time between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -168,6 +168,7 @@ fn report(
         ota_filtered: (0..n).map(|i| world.node(i).counters().ota_filtered).sum(),
         subtree_sent: (0..n).map(|i| world.node(i).counters().subtree_sent).sum(),
         mesh_tls: None,
+        rebalancing: Rebalancing::sum((0..n).map(|i| world.node(i).counters())),
         node_list,
         extra: Extra {
             simulator: Some(VirtualStats {

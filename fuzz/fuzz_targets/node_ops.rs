@@ -418,7 +418,7 @@ impl Harness {
             rounds += 1;
             assert!(rounds < 1000, "action queue does not drain");
             match action {
-                Action::Scan => self.pending = Some(Pending::Scan),
+                Action::Scan | Action::ScanChannel(_) => self.pending = Some(Pending::Scan),
                 Action::Associate { bssid, .. } => self.pending = Some(Pending::Associate(bssid)),
                 Action::ConnectMqtt { .. } => self.pending = Some(Pending::Mqtt),
                 Action::OpenParentLink => self.pending = Some(Pending::ParentLink),
@@ -429,6 +429,7 @@ impl Harness {
                         self.tokens.push(token);
                     }
                 }
+                Action::AdmitStations(_) => assert!(self.ap_open, "AdmitStations with no AP"),
                 Action::CloseAp => {
                     assert!(self.ap_open, "CloseAp while closed");
                     self.ap_open = false;

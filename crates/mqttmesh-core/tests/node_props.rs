@@ -695,7 +695,7 @@ impl Harness {
             rounds += 1;
             prop_assert!(rounds < 1000, "action queue does not drain");
             match action {
-                Action::Scan => self.pending = Pending::Scan,
+                Action::Scan | Action::ScanChannel(_) => self.pending = Pending::Scan,
                 Action::ConnectMqtt { .. } => self.pending = Pending::Mqtt,
                 Action::OpenParentLink => self.pending = Pending::ParentLink,
                 Action::Associate { bssid, .. } => {
@@ -711,6 +711,9 @@ impl Harness {
                     prop_assert_eq!(max_children, self.node.config().max_children);
                     prop_assert!(depth < self.node.config().max_depth);
                     self.ap_open = true;
+                }
+                Action::AdmitStations(_) => {
+                    prop_assert!(self.ap_open, "AdmitStations with no AP");
                 }
                 Action::CloseAp => {
                     prop_assert!(self.ap_open, "CloseAp while closed");

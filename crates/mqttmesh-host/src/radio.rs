@@ -61,6 +61,9 @@ pub struct Timing {
     pub scan_channel: Duration,
     /// Association plus address.
     pub associate: Duration,
+    /// How long an association that fails takes to say so (the AP is gone, or full):
+    /// the 802.11 exchange alone, no address assignment follows. At most `associate`.
+    pub associate_fail: Duration,
     /// Added to every frame on a mesh hop.
     pub hop_latency: Duration,
     /// Air-time budget of one node's radio, bits per second, shared by everything it
@@ -73,13 +76,14 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// ESP-like defaults: scan ≈2 s (one channel ≈200 ms), association ≈1 s, ≈10 ms
-    /// per hop, 5 Mbit/s of air time per radio, no loss.
+    /// ESP-like defaults: scan ≈2 s (one channel ≈200 ms), association ≈1 s (refused,
+    /// or no AP: ≈300 ms), ≈10 ms per hop, 5 Mbit/s of air time per radio, no loss.
     pub fn realistic() -> Self {
         Timing {
             scan: Duration::from_millis(2000),
             scan_channel: Duration::from_millis(200),
             associate: Duration::from_millis(1000),
+            associate_fail: Duration::from_millis(300),
             hop_latency: Duration::from_millis(10),
             bandwidth_bps: 5_000_000,
             loss: 0.0,
@@ -93,6 +97,7 @@ impl Timing {
             scan: Duration::from_millis(150),
             scan_channel: Duration::from_millis(20),
             associate: Duration::from_millis(60),
+            associate_fail: Duration::from_millis(20),
             hop_latency: Duration::from_millis(1),
             bandwidth_bps: 50_000_000,
             loss: 0.0,
@@ -369,6 +374,19 @@ impl Radio {
             self.report_refused(bssid, station);
         }
         result
+    }
+
+    /// Whether `node` is (still) associated with `bssid`.
+    pub fn associated_with(&self, node: usize, bssid: Mac) -> bool {
+        let state = self.state();
+        match state.assoc.get(&node) {
+            Some(Assoc::Router) => state.router_up && bssid == self.router.bssid,
+            Some(Assoc::Ap(owner)) => state
+                .aps
+                .get(owner)
+                .is_some_and(|(ap, _)| ap.bssid == bssid),
+            None => false,
+        }
     }
 
     /// Tells the owner of the AP `bssid` that it turned `station` away.

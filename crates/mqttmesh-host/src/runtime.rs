@@ -5,11 +5,13 @@
 //! actions, events and log lines; then wait for the next input or `poll_timeout()`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use mqttmesh_core::link::MAX_FRAME;
-use mqttmesh_core::node::{Action, Counters, Event, Level, LinkId, Node, OtaExchange, Parent};
+use mqttmesh_core::node::{
+    Action, AssocError, Counters, Event, Level, LinkId, Node, OtaExchange, Parent,
+};
 use mqttmesh_core::MsgType;
 use mqttmesh_core::{Config, Instant, Mac};
 use tokio::net::TcpListener;
@@ -27,7 +29,10 @@ use mqttmesh_core::ota::Reply;
 #[derive(Debug)]
 pub(crate) enum Input {
     ScanDone(u64),
-    AssocReady(u64, Mac, String),
+    /// The AP's answer to an association (the 802.11 stage).
+    AssocAnswer(u64, Mac, String),
+    /// The address after a successful answer.
+    AssocReady(u64, Mac, Ipv4Addr),
     Mqtt(u64, MqttInput),
     LinkOpened(u64, Result<LinkStream, OpenError>),
     LinkData(LinkId, u64, Vec<u8>),
@@ -397,9 +402,25 @@ impl Driver {
                 }
                 self.node.handle_scan_done(now, &entries);
             }
-            Input::AssocReady(gen, bssid, password) if gen == self.assoc_gen => {
+            Input::AssocAnswer(gen, bssid, password) if gen == self.assoc_gen => {
+                // Associated now (the slot is ours), or refused: a refusal is known at
+                // once, a success waits for its address.
                 let station = self.node.station_mac();
-                let result = self.radio.associate(index, station, bssid, &password);
+                match self.radio.associate(index, station, bssid, &password) {
+                    Ok(ip) => {
+                        let timing = self.radio.timing();
+                        let rest = timing.associate.saturating_sub(timing.associate_fail);
+                        self.later(rest, Input::AssocReady(gen, bssid, ip));
+                    }
+                    Err(e) => self.node.handle_associated(now, bssid, Err(e)),
+                }
+            }
+            Input::AssocReady(gen, bssid, ip) if gen == self.assoc_gen => {
+                // The AP may have closed (or the router gone) meanwhile.
+                let result = match self.radio.associated_with(index, bssid) {
+                    true => Ok(ip),
+                    false => Err(AssocError::NotFound),
+                };
                 self.node.handle_associated(now, bssid, result);
             }
             Input::Mqtt(gen, ev) if self.session.as_ref().is_some_and(|s| s.gen == gen) => match ev
@@ -577,8 +598,8 @@ impl Driver {
             } => {
                 self.assoc_gen += 1;
                 self.later(
-                    timing.associate,
-                    Input::AssocReady(self.assoc_gen, bssid, password.to_string()),
+                    timing.associate_fail.min(timing.associate),
+                    Input::AssocAnswer(self.assoc_gen, bssid, password.to_string()),
                 );
             }
             Action::Disassociate => {

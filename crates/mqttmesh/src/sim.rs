@@ -82,7 +82,8 @@ struct Extra {
 /// Radio and timer profile.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Profile {
-    /// ESP-like timing: scan ≈2 s, association ≈1 s, 10 ms per hop; default node timers.
+    /// ESP-like timing: scan ≈2 s (one channel ≈200 ms), association ≈1 s (refused:
+    /// ≈300 ms), 10 ms per hop; default node timers.
     Realistic,
     /// Shortened timing for quick runs and tests.
     Fast,

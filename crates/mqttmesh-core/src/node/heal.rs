@@ -1,14 +1,19 @@
 //! Fast re-attachment after the uplink dies (`docs/PROTOCOL.md` "Healing").
 //!
-//! A node keeps its uplink candidates fresh with background scans while online
-//! (`Timing::candidate_refresh`). When its parent dies it holds its own children (see
-//! `lose_uplink`) and tries, from that cache, first the candidates the loss cannot have
-//! taken with it (routers, mesh APs shallower than itself), then those at its own depth
-//! (each may be a sibling, held below the dead parent and refusing joins); deeper ones
-//! may sit below the dead parent or below us, and are left to a fresh scan. When
-//! none is left, or the cache is stale, it scans at once instead of backing off first.
+//! A node keeps its uplink candidates fresh with background scans of its channel while
+//! online (`Timing::candidate_refresh`). When its parent dies it holds its own children
+//! (see `lose_uplink`) and tries, from that cache, first the candidates the loss cannot
+//! have taken with it (routers, mesh APs shallower than itself), then those at its own
+//! depth (each may be a sibling, held below the dead parent and refusing joins); deeper
+//! ones may sit below the dead parent or below us, and are left to a fresh scan. When
+//! none is left, or the cache is stale, it scans at once instead of backing off first,
+//! only its channel for a while, and again 100–150 ms after a scan that found nothing.
 //! While it holds children, the backoff between scans stays at its base: a whole
 //! subtree is waiting on it.
+//!
+//! A held node (its parent lost its uplink) looks around too: if its parent is not
+//! back within [`HELD_SCAN_INTERVAL`] and an AP with a path is in range, it leaves for
+//! it with its own subtree (`on_escape_scan`).
 
 use super::{Action, Level, LinkId, Node, State};
 use crate::identity::{Mac, NodeId};
@@ -156,8 +161,9 @@ impl Node {
     /// A scan while held. Our parent may never get back (nothing it hears has a path),
     /// and would keep us for its whole grace period: if an AP in range has one (a
     /// router, or a mesh AP announcing its depth and a free slot: a held AP announces
-    /// none and admits nobody, see [`Action::AdmitStations`]), leave the parent for it, keeping our own
-    /// children held. Without beacon hints nothing qualifies and we wait as before.
+    /// neither and admits nobody, see [`Action::AdmitStations`]), leave the parent for
+    /// it, keeping our own children held. Without beacon hints only a router
+    /// qualifies.
     ///
     /// On the first look any such AP will do: our parent has had [`HELD_SCAN_INTERVAL`].
     /// On later looks only one that had a path at the previous look as well: an AP that

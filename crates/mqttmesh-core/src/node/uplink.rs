@@ -490,7 +490,9 @@ impl Node {
         };
         self.reassert_at = Some(now + window + timing.keepalive_interval);
         self.ever_online = true;
-        self.channel = self.current.as_ref().map(|c| c.channel);
+        if let Some(c) = &self.current {
+            self.channel = Some(c.channel);
+        }
         self.quick_rescan = false;
         self.lost_at = None;
         self.schedule_refresh(now);

@@ -634,6 +634,19 @@ mod tests {
         )
     }
 
+    /// A mesh AP on channel 6 that admits no station.
+    fn full_ap() -> Ap {
+        Ap {
+            bssid: Mac([0xAA, 0, 0, 0, 0, 1]),
+            ssid: "mesh".into(),
+            password: "meshpass".into(),
+            channel: 6,
+            max_stations: 0,
+            depth: 1,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
     #[test]
     fn rssi_falls_with_distance_and_threshold_hides() {
         let r = radio();
@@ -674,15 +687,7 @@ mod tests {
             r.associate(1, sta(1), bssid, "routerpass"),
             Err(AssocError::NotFound)
         );
-        let ap = Ap {
-            bssid: Mac([0xAA, 0, 0, 0, 0, 1]),
-            ssid: "mesh".into(),
-            password: "meshpass".into(),
-            channel: 6,
-            max_stations: 0,
-            depth: 1,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
+        let ap = full_ap();
         r.open_ap(0, ap.clone());
         assert_eq!(
             r.associate(1, sta(1), ap.bssid, "meshpass"),
@@ -704,20 +709,40 @@ mod tests {
     }
 
     #[test]
+    fn a_holding_ap_keeps_its_stations_admits_nobody_and_announces_no_depth() {
+        let r = radio();
+        let ap = Ap {
+            max_stations: 4,
+            ..full_ap()
+        };
+        r.open_ap(0, ap.clone());
+        assert!(r.associate(1, sta(1), ap.bssid, "meshpass").is_ok());
+        r.admit_stations(0, false);
+        assert!(r.associated_with(1, ap.bssid), "its station stays");
+        let seen = r.scan(1).into_iter().find(|e| e.bssid == ap.bssid).unwrap();
+        assert_eq!((seen.depth, seen.free), (None, Some(0)));
+        r.disassociate(1);
+        assert_eq!(
+            r.associate(1, sta(1), ap.bssid, "meshpass"),
+            Err(AssocError::Full),
+            "a new station is turned away"
+        );
+        // Online again: `OpenAp` admits stations and announces its depth again.
+        r.open_ap(0, ap.clone());
+        let seen = r.scan(1).into_iter().find(|e| e.bssid == ap.bssid).unwrap();
+        assert_eq!((seen.depth, seen.free), (Some(1), Some(4)));
+        assert!(r.associate(1, sta(1), ap.bssid, "meshpass").is_ok());
+        r.close_ap(0);
+        assert!(!r.associated_with(1, ap.bssid), "gone with the AP");
+    }
+
+    #[test]
     fn a_full_ap_tells_its_owner_which_station_it_turned_away() {
         let r = radio();
         let refused = Arc::new(Mutex::new(Vec::new()));
         let seen = refused.clone();
         r.on_station_refused(0, move |mac| lock(&seen).push(mac));
-        let ap = Ap {
-            bssid: Mac([0xAA, 0, 0, 0, 0, 1]),
-            ssid: "mesh".into(),
-            password: "meshpass".into(),
-            channel: 6,
-            max_stations: 0,
-            depth: 1,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
+        let ap = full_ap();
         r.open_ap(0, ap.clone());
         assert_eq!(
             r.associate(1, sta(1), ap.bssid, "wrong"),

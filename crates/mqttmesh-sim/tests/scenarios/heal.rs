@@ -15,14 +15,6 @@ const C: usize = 3;
 const G: usize = 4;
 
 fn world(refresh: Duration) -> World {
-    let config = builder()
-        .timing(Timing {
-            uplink_grace: secs(6),
-            candidate_refresh: refresh,
-            ..timing()
-        })
-        .build()
-        .expect("valid");
     let edges = [
         (ROUTER, R, -50),
         (R, A, -55),
@@ -31,7 +23,20 @@ fn world(refresh: Duration) -> World {
         (B, C, -75),
         (C, G, -50),
     ];
-    World::from_edges(5, &config, 7, &edges)
+    world_with(secs(6), refresh, &edges)
+}
+
+/// Five nodes heard as `edges` say, with this grace period and background scan interval.
+fn world_with(grace: Duration, refresh: Duration, edges: &[(usize, usize, i8)]) -> World {
+    let config = builder()
+        .timing(Timing {
+            uplink_grace: grace,
+            candidate_refresh: refresh,
+            ..timing()
+        })
+        .build()
+        .expect("valid");
+    World::from_edges(5, &config, 7, edges)
 }
 
 fn parent_of(w: &World, idx: usize) -> Option<usize> {
@@ -124,14 +129,6 @@ fn held_child_leaves_a_relay_that_cannot_get_back_for_an_ap_with_a_path() {
     // whole grace period: C looks around and leaves for B instead of waiting it out.
     const P: usize = 3;
     const C: usize = 4;
-    let config = builder()
-        .timing(Timing {
-            uplink_grace: secs(20),
-            candidate_refresh: secs(30),
-            ..timing()
-        })
-        .build()
-        .expect("valid");
     let edges = [
         (ROUTER, R, -50),
         (R, A, -55),
@@ -140,7 +137,7 @@ fn held_child_leaves_a_relay_that_cannot_get_back_for_an_ap_with_a_path() {
         (P, C, -50),
         (B, C, -80),
     ];
-    let mut w = World::from_edges(5, &config, 7, &edges);
+    let mut w = world_with(secs(20), secs(30), &edges);
     // C comes last, so it finds P's AP open.
     hold_off(&mut w, &[C]);
     wait_for(&mut w, 60, "R, A, B, P online", |w| {

@@ -1,5 +1,5 @@
 //! `mqttmesh sim --virtual` and `--fault`: the virtual-time run reports like the
-//! real-socket one and is byte-for-byte reproducible; every fault kind heals in virtual
+//! real-socket one and is byte-for-byte reproducible, and prints nodes' logs on request; every fault kind heals in virtual
 //! time; in the real-socket sim a relay crash, a router outage, a broker restart, a cut
 //! link, frame loss, added latency and a move heal too.
 
@@ -77,6 +77,35 @@ fn virtual_run_reports_like_the_real_one_and_repeats_byte_for_byte() {
         ],
     );
     assert_ne!(first, other, "another seed, another run");
+}
+
+#[test]
+fn virtual_run_prints_the_log_of_the_nodes_asked_for() {
+    let dir = TempDir::new("virtual-node-log");
+    let args = ["--virtual", "--nodes", "3", "--topology", "line"];
+    // The same seed gives the same node IDs: the first run names the root.
+    let (first, _, _) = sim(&dir, "tree", &args);
+    let root = first
+        .stdout
+        .lines()
+        .find(|l| l.contains("(depth 1)"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no root in the tree: {}", first.context()))
+        .to_owned();
+    let mut with_logs = args.to_vec();
+    with_logs.extend_from_slice(&["--node-log", &root, "--node-log", "NOSUCH"]);
+    let (run, _, _) = sim(&dir, "log", &with_logs);
+    assert!(
+        run.stderr.contains(&format!("log of node {root}:"))
+            && run.stderr.contains("online at depth 1"),
+        "the root's own log lines: {}",
+        run.context()
+    );
+    assert!(
+        run.stderr.contains("--node-log NOSUCH: no such node"),
+        "{}",
+        run.context()
+    );
 }
 
 #[test]

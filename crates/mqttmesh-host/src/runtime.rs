@@ -279,6 +279,7 @@ async fn run(
     d.arm_trial();
     loop {
         d.drain();
+        d.flush_links();
         d.publish_status();
         let deadline = d
             .node
@@ -483,6 +484,14 @@ impl Driver {
         self.links.get(&link).map(|h| h.gen)
     }
 
+    /// Hands every link's queued frames to its writer: once per input, so a batch of
+    /// frames read together leaves together (see `link::Batch`).
+    fn flush_links(&mut self) {
+        for h in self.links.values_mut() {
+            h.flush();
+        }
+    }
+
     /// The run-loop contract: transmits, actions, events, logs, until all are empty.
     fn drain(&mut self) {
         // On the stack: drain runs after every input, so no allocation per call.
@@ -491,8 +500,8 @@ impl Driver {
             let mut busy = false;
             while let Some((link, len)) = self.node.poll_transmit(&mut buf) {
                 busy = true;
-                if let Some(h) = self.links.get(&link) {
-                    h.send(buf[..len].to_vec());
+                if let Some(h) = self.links.get_mut(&link) {
+                    h.send(&buf[..len]);
                 }
             }
             while let Some(action) = self.node.poll_action() {

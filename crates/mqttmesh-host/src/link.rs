@@ -1,29 +1,37 @@
-//! TCP plumbing for mesh links: a reader task that forwards bytes to the node task and
-//! a writer task that emulates the air: each frame leaves after the hop latency
-//! (pipelined), after its air time on the sending node's radio (one budget shared by
-//! the node's uplink and its AP), and, when it is "lost", after a resend delay, as TCP
-//! over a lossy hop would deliver it.
+//! TCP plumbing for mesh links. The node task reads its links itself ([`read_any`])
+//! and, when a batch of frames is due and nothing is queued ahead of it, writes it to
+//! the socket itself ([`LinkHandle::flush`], plain TCP): a relayed frame crosses no
+//! task hand-off. Everything else goes through the link's writer task, which emulates
+//! the air: each frame leaves after the hop latency (pipelined), after its air time on
+//! the sending node's radio (one budget shared by the node's uplink and its AP), and,
+//! when it is "lost", after a resend delay, as TCP over a lossy hop would deliver it.
+//! Departure times are computed once per frame, in order, when the node task hands a
+//! batch over, whichever side then writes it.
 //!
 //! Loss and hop latency are read from the shared [`Air`] per frame, so faults can change
 //! them while links run; a link the air marks broken (a `cut`, or a node moving out of
-//! range) silently drops everything both ways, and its reader reports no close: only
+//! range) silently drops everything both ways, and its node is told of no close: only
 //! the nodes' keep-alives notice, as in the virtual simulator.
 //!
 //! A link is plain TCP or, with mesh TLS on, TLS over TCP ([`crate::meshtls`]); the
 //! handshake is done before the stream gets here.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use mqttmesh_core::link::MAX_FRAME;
 use mqttmesh_core::LinkId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsStream;
 
@@ -46,7 +54,7 @@ const AIR_CREDIT: Duration = Duration::from_millis(2);
 /// Bytes of frames a node task hands its link writer at once, and bytes of due frames
 /// the writer gathers into one write.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Bytes a link reader takes per read (a batch of frames; one input to the node task).
+/// Bytes a node task takes per read of a link (a batch of frames).
 const READ_BUF: usize = 64 * 1024;
 
 /// The byte stream of an open link.
@@ -99,7 +107,10 @@ impl Airtime {
 struct Batch {
     /// When the first frame was queued; the hop latency counts from here.
     queued: Instant,
+    /// The frames, then (while the node task fills it) room for one more: `used` bytes
+    /// are frames. Handed to the writer task cut to `used`.
     bytes: Vec<u8>,
+    used: usize,
     /// End offset of each frame in `bytes`.
     ends: Vec<usize>,
     /// Departure time of each frame (filled by [`LinkHandle::flush`]).
@@ -160,6 +171,13 @@ impl AirPath {
     }
 }
 
+/// The read side of a link.
+#[derive(Debug)]
+enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
 /// The write side of a link.
 #[derive(Debug)]
 enum Writer {
@@ -176,34 +194,70 @@ pub(crate) struct LinkHandle {
     outbox: Arc<Outbox>,
     /// Frames queued since the last [`LinkHandle::flush`].
     pending: Option<Batch>,
+    /// A batch written in full, kept to be filled again (no allocation, no zeroing).
+    spare: Option<Batch>,
     path: AirPath,
     /// Plain TCP: the socket the node task writes to directly.
     direct: Option<Arc<OwnedWriteHalf>>,
     broken: Arc<AtomicBool>,
-    reader: JoinHandle<()>,
+    /// The read side, polled by the node task itself ([`read_any`]); `None` once it
+    /// ended.
+    reader: Option<Reader>,
     /// Unregisters the link from the air when the node gives it up.
     _ticket: Option<LinkTicket>,
 }
 
 impl LinkHandle {
-    /// Queues a frame. It leaves with the next [`LinkHandle::flush`] (or at once when
-    /// [`WRITE_BATCH`] bytes are waiting); silently dropped when the link is gone.
-    pub fn send(&mut self, frame: &[u8]) {
-        if frame.is_empty() {
+    /// Room for one more frame (`MAX_FRAME` bytes) at the end of the pending batch:
+    /// the node task polls its next transmit straight into it, then [`Self::commit`]s
+    /// it if the frame is for this link.
+    pub fn frame_room(&mut self) -> &mut [u8] {
+        let spare = &mut self.spare;
+        let batch = self.pending.get_or_insert_with(|| match spare.take() {
+            Some(mut b) => {
+                b.queued = Instant::now();
+                b
+            }
+            None => Batch {
+                queued: Instant::now(),
+                bytes: Vec::new(),
+                used: 0,
+                ends: Vec::new(),
+                ats: Vec::new(),
+                sent: 0,
+            },
+        });
+        let used = batch.used;
+        if batch.bytes.len() < used + MAX_FRAME {
+            // Grown (and zeroed) as the link's traffic needs: an idle link keeps a
+            // small buffer, a busy one up to WRITE_BATCH + MAX_FRAME.
+            let len = (2 * batch.bytes.len()).max(used + MAX_FRAME);
+            batch.bytes.resize(len.min(WRITE_BATCH + MAX_FRAME), 0);
+        }
+        &mut batch.bytes[used..used + MAX_FRAME]
+    }
+
+    /// Queues the `len`-byte frame just written to [`Self::frame_room`]. It leaves with
+    /// the next [`Self::flush`] (or at once when [`WRITE_BATCH`] bytes are waiting).
+    pub fn commit(&mut self, len: usize) {
+        let Some(batch) = &mut self.pending else {
+            return;
+        };
+        if len == 0 {
             return;
         }
-        let batch = self.pending.get_or_insert_with(|| Batch {
-            queued: Instant::now(),
-            bytes: Vec::with_capacity(WRITE_BATCH),
-            ends: Vec::new(),
-            ats: Vec::new(),
-            sent: 0,
-        });
-        batch.bytes.extend_from_slice(frame);
-        batch.ends.push(batch.bytes.len());
-        if batch.bytes.len() >= WRITE_BATCH {
+        batch.used += len;
+        batch.ends.push(batch.used);
+        if batch.used >= WRITE_BATCH {
             self.flush();
         }
+    }
+
+    /// Queues a copy of `frame` (see [`Self::commit`]).
+    pub fn send(&mut self, frame: &[u8]) {
+        let len = frame.len().min(MAX_FRAME);
+        self.frame_room()[..len].copy_from_slice(&frame[..len]);
+        self.commit(len);
     }
 
     /// Sends the frames queued so far: written here and now when they are due and the
@@ -212,6 +266,11 @@ impl LinkHandle {
         let Some(mut batch) = self.pending.take() else {
             return;
         };
+        if batch.used == 0 {
+            // Room was made, no frame came.
+            self.spare = Some(batch);
+            return;
+        }
         let mut start = 0;
         for &end in &batch.ends {
             let at = self.path.due(batch.queued, end - start);
@@ -245,7 +304,15 @@ impl LinkHandle {
                 }
             }
         }
-        if batch.sent < batch.bytes.len() {
+        if batch.sent == batch.used {
+            // All written: keep the buffer for the next batch.
+            batch.used = 0;
+            batch.sent = 0;
+            batch.ends.clear();
+            batch.ats.clear();
+            self.spare = Some(batch);
+        } else {
+            batch.bytes.truncate(batch.used);
             st.queue.push_back(batch);
             if !st.active {
                 st.active = true;
@@ -260,7 +327,6 @@ impl Drop for LinkHandle {
         self.flush();
         lock(&self.outbox.state).closed = true;
         self.outbox.wake.notify_one();
-        self.reader.abort();
     }
 }
 
@@ -280,7 +346,6 @@ pub(crate) fn spawn(
     stream: LinkStream,
     medium: Medium,
     seed: u64,
-    inputs: mpsc::UnboundedSender<Input>,
 ) -> LinkHandle {
     let tcp = match &stream {
         LinkStream::Plain(tcp) => tcp,
@@ -306,8 +371,7 @@ pub(crate) fn spawn(
         LinkStream::Plain(tcp) => {
             let _ = tcp.set_nodelay(true);
             let (rd, wr) = tcp.into_split();
-            let reader = read(rd, link, gen, broken.clone(), inputs);
-            (reader, Writer::Plain(Arc::new(wr)))
+            (Reader::Plain(rd), Writer::Plain(Arc::new(wr)))
         }
         LinkStream::Tls(tls) => {
             let _ = tls.get_ref().0.set_nodelay(true);
@@ -315,8 +379,7 @@ pub(crate) fn spawn(
             // Air time is charged per TLS record: the plaintext frame plus the record
             // overhead (the handshake, once per link, is not charged).
             path.overhead = TLS_RECORD_OVERHEAD;
-            let reader = read(rd, link, gen, broken.clone(), inputs);
-            (reader, Writer::Tls(wr))
+            (Reader::Tls(rd), Writer::Tls(wr))
         }
     };
     let direct = match &writer {
@@ -328,50 +391,103 @@ pub(crate) fn spawn(
         gen,
         outbox,
         pending: None,
+        spare: None,
         path,
         direct,
         broken,
-        reader,
+        reader: Some(reader),
         _ticket: ticket,
     }
 }
 
-/// The reader task: forwards what arrives to the node task. Each read lands in a buffer
-/// of its own that goes to the node as is (one allocation per read, no copy).
-fn read<R>(
-    mut rd: R,
-    link: LinkId,
-    gen: u64,
-    broken: Arc<AtomicBool>,
-    inputs: mpsc::UnboundedSender<Input>,
-) -> JoinHandle<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut buf = Vec::new();
-        loop {
-            if buf.capacity() == 0 {
-                buf = Vec::with_capacity(READ_BUF);
-            }
-            buf.clear();
-            match rd.read_buf(&mut buf).await {
-                // A broken link tells its node nothing, not even a close.
-                Ok(0) | Err(_) if broken.load(Ordering::Relaxed) => return,
-                Ok(0) | Err(_) => {
-                    let _ = inputs.send(Input::LinkClosed(link, gen));
-                    return;
-                }
-                Ok(_) if broken.load(Ordering::Relaxed) => {}
-                Ok(_) => {
-                    let data = std::mem::take(&mut buf);
-                    if inputs.send(Input::LinkData(link, gen, data)).is_err() {
-                        return;
+thread_local! {
+    /// Where node tasks read their links: one buffer per runtime thread, holding a
+    /// read only until the node task has handled it, in the same poll (no await in
+    /// between: see [`read_any`] and [`with_read`]).
+    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+    /// Which link [`read_any`] tries first, so that a busy link starves no other.
+    static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// What a node task's read of its links gave.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// This many bytes of the link (and its generation) are in the read buffer: hand
+    /// them to [`with_read`] before the next await.
+    Data(LinkId, u64, usize),
+    /// The peer closed the link, or it failed.
+    Closed(LinkId, u64),
+}
+
+/// Waits until one of `links` has bytes or closed. The node task reads its links
+/// itself: no reader task, channel or wake-up between the socket and the node.
+pub(crate) fn read_any(links: &mut HashMap<LinkId, LinkHandle>) -> impl Future<Output = Read> + '_ {
+    let first = TURN.with(|t| {
+        let n = t.get();
+        t.set(n.wrapping_add(1));
+        n
+    });
+    std::future::poll_fn(move |cx| {
+        let n = links.len().max(1);
+        let first = first % n;
+        READ.with_borrow_mut(|buf| {
+            // From link `first` on, then the ones before it.
+            for (skip, end) in [(first, n), (0, first)] {
+                let take = end - skip;
+                for (id, h) in links.iter_mut().skip(skip).take(take) {
+                    if let Poll::Ready(read) = h.poll_read(cx, buf) {
+                        return Poll::Ready(match read {
+                            Some(len) => Read::Data(*id, h.gen, len),
+                            None => Read::Closed(*id, h.gen),
+                        });
                     }
                 }
             }
-        }
+            Poll::Pending
+        })
     })
+}
+
+/// Runs `f` over the `len` bytes a [`Read::Data`] left in this thread's read buffer.
+pub(crate) fn with_read<T>(len: usize, f: impl FnOnce(&[u8]) -> T) -> T {
+    READ.with_borrow(|buf| f(&buf[..len.min(buf.len())]))
+}
+
+impl LinkHandle {
+    /// Reads what the link has into `buf`: `Some(len)`, or `None` when the peer closed
+    /// it or it failed (once; the link is not read again). A broken link tells its
+    /// node nothing, not even a close: its bytes are dropped.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Option<usize>> {
+        let Some(rd) = &mut self.reader else {
+            return Poll::Pending;
+        };
+        loop {
+            let mut rb = ReadBuf::new(buf);
+            let polled = match rd {
+                Reader::Plain(rd) => Pin::new(rd).poll_read(cx, &mut rb),
+                Reader::Tls(rd) => Pin::new(rd).poll_read(cx, &mut rb),
+            };
+            let len = match polled {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => rb.filled().len(),
+                Poll::Ready(Err(_)) => 0,
+            };
+            let broken = self.broken.load(Ordering::Relaxed);
+            match (len, broken) {
+                (0, true) => {
+                    self.reader = None;
+                    return Poll::Pending;
+                }
+                (0, false) => {
+                    self.reader = None;
+                    return Poll::Ready(None);
+                }
+                // Lost on a broken link: read on (tokio's budget bounds the loop).
+                (_, true) => {}
+                (len, false) => return Poll::Ready(Some(len)),
+            }
+        }
+    }
 }
 
 /// The writer task: the frames the node task could not write at once (not due yet,

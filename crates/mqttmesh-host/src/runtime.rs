@@ -30,7 +30,6 @@ pub(crate) enum Input {
     AssocReady(u64, Mac, String),
     Mqtt(u64, MqttInput),
     LinkOpened(u64, Result<LinkStream, OpenError>),
-    LinkData(LinkId, u64, Vec<u8>),
     LinkClosed(LinkId, u64),
     ChildAccepted(LinkStream),
     /// A connection to the mesh port that failed the TLS handshake, and from where.
@@ -303,6 +302,12 @@ async fn run(
                 Some(input) => d.handle(input),
                 None => break,
             },
+            read = link::read_any(&mut d.links) => match read {
+                link::Read::Data(link, gen, len) => {
+                    link::with_read(len, |data| d.link_data(link, gen, data))
+                }
+                link::Read::Closed(link, gen) => d.handle(Input::LinkClosed(link, gen)),
+            },
             _ = sleep_opt(deadline) => {
                 let now = d.now();
                 d.node.handle_timeout(now);
@@ -421,16 +426,6 @@ impl Driver {
                 // candidate or backs off.
                 self.node.handle_link_closed(now, LinkId::Parent);
             }
-            Input::LinkData(link, gen, data) if self.link_gen(link) == Some(gen) => {
-                let mut offset = 0;
-                while offset < data.len() {
-                    let now = self.now();
-                    offset += self.node.handle_link_data(now, link, &data[offset..]);
-                    if offset < data.len() {
-                        self.drain();
-                    }
-                }
-            }
             Input::LinkClosed(link, gen) if self.link_gen(link) == Some(gen) => {
                 self.links.remove(&link);
                 self.node.handle_link_closed(now, link);
@@ -446,6 +441,21 @@ impl Driver {
             Input::ChildRefused(..) => {}
             // Stale: an earlier scan, association, session or link.
             _ => {}
+        }
+    }
+
+    /// Bytes read from a link (by the node task itself: `link::read_any`).
+    fn link_data(&mut self, link: LinkId, gen: u64, data: &[u8]) {
+        if self.link_gen(link) != Some(gen) {
+            return;
+        }
+        let mut offset = 0;
+        while offset < data.len() {
+            let now = self.now();
+            offset += self.node.handle_link_data(now, link, &data[offset..]);
+            if offset < data.len() {
+                self.drain();
+            }
         }
     }
 
@@ -471,7 +481,7 @@ impl Driver {
             airtime: self.airtime.clone(),
             air: self.radio.air().clone(),
         };
-        let handle = link::spawn(link, gen, stream, medium, seed, self.inputs.clone());
+        let handle = link::spawn(link, gen, stream, medium, seed);
         self.links.insert(link, handle);
     }
 
@@ -492,18 +502,47 @@ impl Driver {
         }
     }
 
-    /// The run-loop contract: transmits, actions, events, logs, until all are empty.
-    fn drain(&mut self) {
+    /// Moves the node's transmits to their links; whether there were any. Each frame is
+    /// polled straight into the batch of the link the one before went to (a relay's
+    /// frames mostly go one way): no copy. One for another link is copied there.
+    fn transmit(&mut self) -> bool {
         // On the stack: drain runs after every input, so no allocation per call.
         let mut buf = [0u8; MAX_FRAME];
+        let mut to: Option<LinkId> = None;
+        let mut any = false;
         loop {
-            let mut busy = false;
-            while let Some((link, len)) = self.node.poll_transmit(&mut buf) {
-                busy = true;
-                if let Some(h) = self.links.get_mut(&link) {
-                    h.send(&buf[..len]);
-                }
+            let polled = match to.and_then(|l| self.links.get_mut(&l)) {
+                Some(h) => loop {
+                    let room = h.frame_room();
+                    match self.node.poll_transmit(room) {
+                        None => break None,
+                        Some((link, len)) if Some(link) == to => {
+                            any = true;
+                            h.commit(len);
+                        }
+                        Some((link, len)) => {
+                            buf[..len].copy_from_slice(&room[..len]);
+                            break Some((link, len));
+                        }
+                    }
+                },
+                None => self.node.poll_transmit(&mut buf),
+            };
+            let Some((link, len)) = polled else {
+                return any;
+            };
+            any = true;
+            if let Some(h) = self.links.get_mut(&link) {
+                h.send(&buf[..len]);
             }
+            to = Some(link);
+        }
+    }
+
+    /// The run-loop contract: transmits, actions, events, logs, until all are empty.
+    fn drain(&mut self) {
+        loop {
+            let mut busy = self.transmit();
             while let Some(action) = self.node.poll_action() {
                 busy = true;
                 self.execute(action);

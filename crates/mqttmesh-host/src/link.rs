@@ -159,9 +159,13 @@ impl AirPath {
     /// loss as the air has them now: faults change them). Called once per frame, in
     /// order: it reserves the air time and draws the loss.
     fn due(&mut self, queued: Instant, len: usize) -> Instant {
-        let on_air = len + self.overhead;
-        let mut at = (queued + self.air.hop_latency())
-            .max(self.airtime.reserve(on_air, self.timing.bandwidth_bps));
+        let mut at = queued + self.air.hop_latency();
+        // Without an air-time limit there is nothing to reserve (and no clock to read
+        // per frame).
+        if self.timing.bandwidth_bps > 0 {
+            let on_air = len + self.overhead;
+            at = at.max(self.airtime.reserve(on_air, self.timing.bandwidth_bps));
+        }
         let loss = self.air.loss();
         if loss > 0.0 && self.rng.unit() < loss {
             at += self.timing.retransmit_delay;

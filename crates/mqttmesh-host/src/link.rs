@@ -51,11 +51,13 @@ const TLS_RECORD_OVERHEAD: usize = 5 + 1 + 16;
 const TIMER_TICK: Duration = Duration::from_millis(1);
 /// Idle air time a radio may catch up on (a token bucket's depth): two timer ticks.
 const AIR_CREDIT: Duration = Duration::from_millis(2);
-/// Bytes of frames a node task hands its link writer at once, and bytes of due frames
-/// the writer gathers into one write.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Bytes of frames a node task gathers for a link before it writes them (or hands them
+/// to the writer task), and bytes of due frames the writer gathers into one write.
+/// Under load a relay's reads and writes are nearly full; 32 KiB relayed more than 16
+/// or 64 KiB in alternating runs (`docs/bench-relay.md`).
+const WRITE_BATCH: usize = 32 * 1024;
 /// Bytes a node task takes per read of a link (a batch of frames).
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 32 * 1024;
 
 /// The byte stream of an open link.
 #[derive(Debug)]

@@ -805,22 +805,37 @@ impl Driver {
         }
     }
 
+    /// Runs after every input: strings are rebuilt only when they changed (no
+    /// allocation per relayed batch).
     fn publish_status(&self) {
         let mut st = lock(&self.status);
-        st.id = self.node.id().to_string();
+        let id = self.node.id().as_str();
+        if st.id != id {
+            st.id = id.to_string();
+        }
         st.online = self.node.connected();
         st.depth = self.node.depth();
-        st.parent = match self.node.parent() {
+        let parent = self.node.parent();
+        let parent = match &parent {
             Parent::None => None,
-            Parent::Router { .. } => Some("router".into()),
-            Parent::Node { id, .. } => Some(id.to_string()),
+            Parent::Router { .. } => Some("router"),
+            Parent::Node { id, .. } => Some(id.as_str()),
         };
-        st.children = self.node.children().map(|c| c.to_string()).collect();
+        if st.parent.as_deref() != parent {
+            st.parent = parent.map(str::to_string);
+        }
+        let children = || self.node.children().map(|c| c.as_str());
+        if !children().eq(st.children.iter().map(String::as_str)) {
+            st.children = children().map(str::to_string).collect();
+        }
         st.counters = *self.node.counters();
         st.published = self.app.published();
         st.led = self.app.led();
         st.restarts = self.restarts;
-        st.firmware_version = self.node.config().firmware_version.to_string();
+        let version = self.node.config().firmware_version.as_str();
+        if st.firmware_version != version {
+            st.firmware_version = version.to_string();
+        }
         st.mesh_tls = self.tls_counters;
     }
 }

@@ -35,7 +35,6 @@ pub(crate) enum Input {
     AssocReady(u64, Mac, Ipv4Addr),
     Mqtt(u64, MqttInput),
     LinkOpened(u64, Result<LinkStream, OpenError>),
-    LinkData(LinkId, u64, Vec<u8>),
     LinkClosed(LinkId, u64),
     ChildAccepted(LinkStream),
     /// A connection to the mesh port that failed the TLS handshake, and from where.
@@ -294,6 +293,7 @@ async fn run(
     d.arm_trial();
     loop {
         d.drain();
+        d.flush_links();
         d.publish_status();
         let deadline = d
             .node
@@ -316,6 +316,12 @@ async fn run(
             input = rx.recv() => match input {
                 Some(input) => d.handle(input),
                 None => break,
+            },
+            read = link::read_any(&mut d.links) => match read {
+                link::Read::Data(link, gen, len) => {
+                    link::with_read(len, |data| d.link_data(link, gen, data))
+                }
+                link::Read::Closed(link, gen) => d.handle(Input::LinkClosed(link, gen)),
             },
             _ = sleep_opt(deadline) => {
                 let now = d.now();
@@ -455,16 +461,6 @@ impl Driver {
                 // candidate or backs off.
                 self.node.handle_link_closed(now, LinkId::Parent);
             }
-            Input::LinkData(link, gen, data) if self.link_gen(link) == Some(gen) => {
-                let mut offset = 0;
-                while offset < data.len() {
-                    let now = self.now();
-                    offset += self.node.handle_link_data(now, link, &data[offset..]);
-                    if offset < data.len() {
-                        self.drain();
-                    }
-                }
-            }
             Input::LinkClosed(link, gen) if self.link_gen(link) == Some(gen) => {
                 self.links.remove(&link);
                 self.node.handle_link_closed(now, link);
@@ -482,6 +478,21 @@ impl Driver {
             Input::ChildRefused(..) => {}
             // Stale: an earlier scan, association, session or link.
             _ => {}
+        }
+    }
+
+    /// Bytes read from a link (by the node task itself: `link::read_any`).
+    fn link_data(&mut self, link: LinkId, gen: u64, data: &[u8]) {
+        if self.link_gen(link) != Some(gen) {
+            return;
+        }
+        let mut offset = 0;
+        while offset < data.len() {
+            let now = self.now();
+            offset += self.node.handle_link_data(now, link, &data[offset..]);
+            if offset < data.len() {
+                self.drain();
+            }
         }
     }
 
@@ -507,7 +518,7 @@ impl Driver {
             airtime: self.airtime.clone(),
             air: self.radio.air().clone(),
         };
-        let handle = link::spawn(link, gen, stream, medium, seed, self.inputs.clone());
+        let handle = link::spawn(link, gen, stream, medium, seed);
         self.links.insert(link, handle);
     }
 
@@ -520,18 +531,55 @@ impl Driver {
         self.links.get(&link).map(|h| h.gen)
     }
 
-    /// The run-loop contract: transmits, actions, events, logs, until all are empty.
-    fn drain(&mut self) {
+    /// Hands every link's queued frames to its writer: once per input, so a batch of
+    /// frames read together leaves together (see `link::Batch`).
+    fn flush_links(&mut self) {
+        for h in self.links.values_mut() {
+            h.flush();
+        }
+    }
+
+    /// Moves the node's transmits to their links; whether there were any. Each frame is
+    /// polled straight into the batch of the link the one before went to (a relay's
+    /// frames mostly go one way): no copy. One for another link is copied there.
+    fn transmit(&mut self) -> bool {
         // On the stack: drain runs after every input, so no allocation per call.
         let mut buf = [0u8; MAX_FRAME];
+        let mut to: Option<LinkId> = None;
+        let mut any = false;
         loop {
-            let mut busy = false;
-            while let Some((link, len)) = self.node.poll_transmit(&mut buf) {
-                busy = true;
-                if let Some(h) = self.links.get(&link) {
-                    h.send(buf[..len].to_vec());
-                }
+            let polled = match to.and_then(|l| self.links.get_mut(&l)) {
+                Some(h) => loop {
+                    let room = h.frame_room();
+                    match self.node.poll_transmit(room) {
+                        None => break None,
+                        Some((link, len)) if Some(link) == to => {
+                            any = true;
+                            h.commit(len);
+                        }
+                        Some((link, len)) => {
+                            buf[..len].copy_from_slice(&room[..len]);
+                            break Some((link, len));
+                        }
+                    }
+                },
+                None => self.node.poll_transmit(&mut buf),
+            };
+            let Some((link, len)) = polled else {
+                return any;
+            };
+            any = true;
+            if let Some(h) = self.links.get_mut(&link) {
+                h.send(&buf[..len]);
             }
+            to = Some(link);
+        }
+    }
+
+    /// The run-loop contract: transmits, actions, events, logs, until all are empty.
+    fn drain(&mut self) {
+        loop {
+            let mut busy = self.transmit();
             while let Some(action) = self.node.poll_action() {
                 busy = true;
                 self.execute(action);
@@ -802,22 +850,37 @@ impl Driver {
         }
     }
 
+    /// Runs after every input: strings are rebuilt only when they changed (no
+    /// allocation per relayed batch).
     fn publish_status(&self) {
         let mut st = lock(&self.status);
-        st.id = self.node.id().to_string();
+        let id = self.node.id().as_str();
+        if st.id != id {
+            st.id = id.to_string();
+        }
         st.online = self.node.connected();
         st.depth = self.node.depth();
-        st.parent = match self.node.parent() {
+        let parent = self.node.parent();
+        let parent = match &parent {
             Parent::None => None,
-            Parent::Router { .. } => Some("router".into()),
-            Parent::Node { id, .. } => Some(id.to_string()),
+            Parent::Router { .. } => Some("router"),
+            Parent::Node { id, .. } => Some(id.as_str()),
         };
-        st.children = self.node.children().map(|c| c.to_string()).collect();
+        if st.parent.as_deref() != parent {
+            st.parent = parent.map(str::to_string);
+        }
+        let children = || self.node.children().map(|c| c.as_str());
+        if !children().eq(st.children.iter().map(String::as_str)) {
+            st.children = children().map(str::to_string).collect();
+        }
         st.counters = *self.node.counters();
         st.published = self.app.published();
         st.led = self.app.led();
         st.restarts = self.restarts;
-        st.firmware_version = self.node.config().firmware_version.to_string();
+        let version = self.node.config().firmware_version.as_str();
+        if st.firmware_version != version {
+            st.firmware_version = version.to_string();
+        }
         st.mesh_tls = self.tls_counters;
     }
 }

@@ -26,18 +26,7 @@ fn mac(chip: u32) -> Mac {
 
 /// A node at depth 2 below `PARENT_ID` with `timing`.
 fn joined(timing: Timing) -> Harness {
-    let mut h = joining_child(timing, &[PARENT_CHIP, OTHER_PARENT_CHIP]);
-    h.pass_challenge(PARENT_ID);
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[PARENT_ID]),
-        }),
-    );
-    assert_eq!(h.node.state(), State::Mesh);
-    assert_eq!(h.node.depth(), Some(2));
-    h.clear();
-    h
+    joined_child(timing, &[PARENT_CHIP, OTHER_PARENT_CHIP])
 }
 
 /// A joined node refreshing its candidates every 4 s, stepped until it asked for its
@@ -246,19 +235,7 @@ fn held_node_leaves_a_parent_that_cannot_get_back_for_an_ap_with_a_path() {
     assert!(!h.asked(&Action::CloseAp));
     h.clear();
 
-    h.node
-        .handle_associated(h.now, mac(SAME_DEPTH_CHIP), Ok(IP));
-    h.drain();
-    h.node.handle_link_opened(h.now, LinkId::Parent);
-    h.drain();
-    h.clear();
-    h.pass_challenge("0B0002");
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[PARENT_ID, "0B0002"]),
-        }),
-    );
+    h.rejoin(mac(SAME_DEPTH_CHIP), "0B0002", &[PARENT_ID, "0B0002"]);
     assert_eq!(h.node.state(), State::Mesh);
     assert_eq!(
         h.sent_to(a),

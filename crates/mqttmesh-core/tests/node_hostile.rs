@@ -493,17 +493,7 @@ fn parent_vanishing_mid_frame_makes_the_child_leave_the_mesh() {
     h.drain();
     let parent_mac = identity::ap_mac(PARENT_CHIP, mesh_key());
     assert_eq!(h.associating_with(), Some(parent_mac));
-    h.node.handle_associated(h.now, parent_mac, Ok(IP));
-    h.node.handle_link_opened(h.now, LinkId::Parent);
-    h.drain();
-    h.clear();
-    h.pass_challenge(PARENT_ID);
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[PARENT_ID]),
-        }),
-    );
+    h.rejoin(parent_mac, PARENT_ID, &[PARENT_ID]);
     assert_eq!(h.node.state(), State::Mesh);
     assert!(h.node.ap_open());
 }

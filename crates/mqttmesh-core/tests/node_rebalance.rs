@@ -29,6 +29,23 @@ fn station(chip: u32) -> Mac {
     identity::station_mac(chip, mesh_key())
 }
 
+/// Long enough after filling up (and after any earlier ask), the same station is
+/// turned away twice.
+fn knock_twice_later(h: &mut Harness) {
+    h.now += FULL_FOR + ASK_INTERVAL;
+    for _ in 0..2 {
+        h.node.handle_station_refused(h.now, station(0x00BEEF));
+        h.drain();
+    }
+}
+
+/// A starved station knocking twice gets no child asked to move.
+fn assert_asks_nobody(h: &mut Harness) {
+    knock_twice_later(h);
+    assert!(make_room_sent(h).is_empty());
+    assert_eq!(h.counters().rebalance_asks, 0);
+}
+
 fn make_room_sent(h: &Harness) -> Vec<LinkId> {
     h.transmits
         .iter()
@@ -110,11 +127,7 @@ fn only_children_that_said_they_understand_make_room_are_asked() {
     h.child_caps = mqttmesh_core::link::subtree::CAP_MAKE_ROOM;
     let current = h.join("444444");
     for round in 0..3 {
-        h.now += FULL_FOR + ASK_INTERVAL;
-        for _ in 0..2 {
-            h.node.handle_station_refused(h.now, station(0x00BEEF));
-            h.drain();
-        }
+        knock_twice_later(&mut h);
         assert_eq!(make_room_sent(&h), vec![current], "round {round}");
         h.clear();
     }
@@ -124,13 +137,7 @@ fn only_children_that_said_they_understand_make_room_are_asked() {
     for id in ["111111", "222222", "333333", "444444"] {
         h.join(id);
     }
-    h.now += FULL_FOR + ASK_INTERVAL;
-    for _ in 0..2 {
-        h.node.handle_station_refused(h.now, station(0x00BEEF));
-        h.drain();
-    }
-    assert!(make_room_sent(&h).is_empty());
-    assert_eq!(h.counters().rebalance_asks, 0);
+    assert_asks_nobody(&mut h);
 }
 
 #[test]
@@ -150,27 +157,12 @@ fn a_joining_node_marks_its_nonce_as_understanding_make_room() {
 #[test]
 fn a_parent_with_a_free_slot_asks_nobody() {
     let (mut h, _, _) = parent();
-    h.now += FULL_FOR + ASK_INTERVAL;
-    for _ in 0..2 {
-        h.node.handle_station_refused(h.now, station(0x00BEEF));
-        h.drain();
-    }
-    assert!(make_room_sent(&h).is_empty());
-    assert_eq!(h.counters().rebalance_asks, 0);
+    assert_asks_nobody(&mut h);
 }
 
 /// A node at depth 2 below `PARENT_ID` (depth 1), with child `A`, grace period on.
 fn mesh_child_with_child() -> (Harness, LinkId) {
-    let mut h = joining_child(grace_timing(), &[PARENT_CHIP]);
-    h.pass_challenge(PARENT_ID);
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[PARENT_ID]),
-        }),
-    );
-    assert_eq!(h.node.depth(), Some(2));
-    h.clear();
+    let mut h = joined_child(grace_timing(), &[PARENT_CHIP]);
     let a = h.join(A);
     (h, a)
 }
@@ -214,18 +206,7 @@ fn a_child_moves_to_a_free_ap_no_deeper_than_its_parent_and_holds_its_own_childr
     assert_eq!(h.associating_with(), Some(other));
     h.clear();
 
-    h.node.handle_associated(h.now, other, Ok(IP));
-    h.drain();
-    h.node.handle_link_opened(h.now, LinkId::Parent);
-    h.drain();
-    h.clear();
-    h.pass_challenge(OTHER_PARENT_ID);
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[OTHER_PARENT_ID]),
-        }),
-    );
+    h.rejoin(other, OTHER_PARENT_ID, &[OTHER_PARENT_ID]);
     assert_eq!(h.node.state(), State::Mesh);
     assert_eq!(h.node.depth(), Some(2), "no deeper than before");
     assert_eq!(

@@ -340,6 +340,29 @@ impl Harness {
 
     /// As a child: answers the join request the node sent with a valid Challenge from
     /// `parent_id`, and checks the node's Proof. Clears the record.
+    /// As the parent `parent_id`: challenges the node, checks its proof and accepts it
+    /// with `path_ids` (root first, the parent last).
+    pub fn accept_join(&mut self, parent_id: &str, path_ids: &[&str]) {
+        self.pass_challenge(parent_id);
+        self.feed(
+            LinkId::Parent,
+            &encode(&Frame::JoinAccept {
+                path: path(path_ids),
+            }),
+        );
+    }
+
+    /// The association the node asked for with `bssid` succeeded: the link opens, and
+    /// `parent_id` accepts the node with `path_ids` ([`Self::accept_join`]).
+    pub fn rejoin(&mut self, bssid: Mac, parent_id: &str, path_ids: &[&str]) {
+        self.node.handle_associated(self.now, bssid, Ok(IP));
+        self.drain();
+        self.node.handle_link_opened(self.now, LinkId::Parent);
+        self.drain();
+        self.clear();
+        self.accept_join(parent_id, path_ids);
+    }
+
     pub fn pass_challenge(&mut self, parent_id: &str) {
         let t = self.send_challenge(parent_id, &key());
         match self.sent_to(LinkId::Parent).as_slice() {
@@ -486,20 +509,21 @@ pub fn joining_child(timing: Timing, chips: &[u32]) -> Harness {
     h
 }
 
-/// A node at depth 2 below `PARENT_ID`, its own AP open.
-pub fn mesh_child() -> Harness {
-    let mut h = joining_child(short_timing(), &[PARENT_CHIP]);
-    h.pass_challenge(PARENT_ID);
-    h.feed(
-        LinkId::Parent,
-        &encode(&Frame::JoinAccept {
-            path: path(&[PARENT_ID]),
-        }),
-    );
+/// A node with `timing` that heard `chips` (best first) and joined the first,
+/// `PARENT_ID`: online at depth 2.
+pub fn joined_child(timing: Timing, chips: &[u32]) -> Harness {
+    let mut h = joining_child(timing, chips);
+    h.accept_join(PARENT_ID, &[PARENT_ID]);
     assert_eq!(h.node.state(), State::Mesh);
     assert_eq!(h.node.depth(), Some(2));
-    assert!(h.node.ap_open());
     h.clear();
+    h
+}
+
+/// A node at depth 2 below `PARENT_ID`, its own AP open.
+pub fn mesh_child() -> Harness {
+    let h = joined_child(short_timing(), &[PARENT_CHIP]);
+    assert!(h.node.ap_open());
     h
 }
 

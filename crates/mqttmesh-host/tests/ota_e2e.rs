@@ -432,15 +432,8 @@ async fn with_flash_timing_a_node_answers_after_the_erase_work() {
     let root = mesh.node_id(0);
     // 40 KiB: ten 4 KiB sectors to erase, so at least a second of emulated work.
     let image = make_test_image("0.7", "mqttmesh", 40 * 1024, 7);
-    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&image));
     let sent = std::time::Instant::now();
-    obs.publish(
-        &format!("{IN}ota/{root}/start"),
-        format!("md5:{md5},len:{}", image.len()).as_bytes(),
-        false,
-    )
-    .await
-    .expect("publish");
+    compat_start(&obs, &root, &image).await;
     assert!(
         obs.wait_for(WAIT, |o| !answered(o, &root, "ota/erase").is_empty())
             .await,
@@ -454,18 +447,23 @@ async fn with_flash_timing_a_node_answers_after_the_erase_work() {
     );
 }
 
-/// The compat exchange for firmware `FW` up to `check`, stop-and-wait as the original
-/// script: every `targets` node must answer each step, each chunk with its MD5. Chunks
-/// name the target as `chunk_target` (the firmware ID in any spelling the nodes take).
-async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8], chunk_target: &str) {
+/// Publishes the compat `start` for `image` to `target` (a node ID or a firmware ID).
+async fn compat_start(obs: &Observer, target: &str, image: &[u8]) {
     let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(image));
     obs.publish(
-        &format!("{IN}ota/{FW:X}/start"),
+        &format!("{IN}ota/{target}/start"),
         format!("md5:{md5},len:{}", image.len()).as_bytes(),
         false,
     )
     .await
     .expect("publish");
+}
+
+/// The compat exchange for firmware `FW` up to `check`, stop-and-wait as the original
+/// script: every `targets` node must answer each step, each chunk with its MD5. Chunks
+/// name the target as `chunk_target` (the firmware ID in any spelling the nodes take).
+async fn compat_upload(obs: &Observer, targets: &[String], image: &[u8], chunk_target: &str) {
+    compat_start(obs, &format!("{FW:X}"), image).await;
     assert!(
         obs.wait_for(WAIT, |o| targets.iter().all(|id| !answered(
             o,
